@@ -1,0 +1,1 @@
+"""Web adapters (imported as ``agentsession.adapters``): ASGI, WSGI and Flask."""

@@ -1,0 +1,66 @@
+"""The one long-lived event loop thread that runs the async engine for sync callers.
+
+Started on first use in the process that serves requests, never at import: a loop thread
+made before ``fork`` (``gunicorn --preload``) does not exist in the child, so a change of
+pid starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_pid: int | None = None
+
+
+def _start() -> asyncio.AbstractEventLoop:
+    global _loop, _thread, _pid
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="agentsession-loop", daemon=True)
+    thread.start()
+    ready.wait()
+    _loop, _thread, _pid = loop, thread, os.getpid()
+    return loop
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The bridge loop of this process, started if needed."""
+    loop = _loop
+    if loop is not None and _pid == os.getpid() and loop.is_running():
+        return loop
+    with _lock:
+        if _loop is not None and _pid == os.getpid() and _loop.is_running():
+            return _loop
+        return _start()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the bridge loop and wait for its result."""
+    loop = get_loop()
+    if threading.current_thread() is _thread:
+        coro.close()
+        raise RuntimeError(
+            "a sync agentsession API was called from async code running on agentsession's own "
+            "loop; use AsyncSessionManager (await session.send(...)) there instead"
+        )
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def loop_pid() -> int | None:
+    """The pid that started the current loop thread (None before first use)."""
+    return _pid

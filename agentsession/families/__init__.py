@@ -1,0 +1,146 @@
+"""AutoGen API families: detection of what is installed and the driver for each family.
+
+The family is decided by the importable module and its ``__version__``, never by the
+distribution name: ``autogen-agentchat`` 0.2.x ships the legacy ``import autogen``,
+``pyautogen`` 0.10 installs the new API, and ``ag2`` >= 1.0 ships no ``autogen`` at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from functools import cache
+
+from ..errors import ClobberedInstall, FamilyError, UnsupportedAgent
+from .base import Driver, Family, FamilyInfo
+
+logger = logging.getLogger("agentsession")
+
+# family name -> "module:Class", imported lazily (drivers import AutoGen only when used)
+_FAMILIES: dict[str, str] = {
+    "legacy": "agentsession.families.legacy:LegacyFamily",
+    "agentchat": "agentsession.families.agentchat:AgentChatFamily",
+}
+
+
+@cache
+def get_family(name: str) -> Family:
+    try:
+        target = _FAMILIES[name]
+    except KeyError:
+        raise FamilyError(
+            f"unknown AutoGen family {name!r}; known: {', '.join(_FAMILIES)}"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    family: Family = getattr(importlib.import_module(module_name), class_name)()
+    return family
+
+
+def all_families() -> list[Family]:
+    return [get_family(name) for name in _FAMILIES]
+
+
+def owners(module: str) -> list[str]:
+    """Distributions that installed files into the top-level package ``module``."""
+    return sorted(set(importlib.metadata.packages_distributions().get(module, [])))
+
+
+def check_clobbered(module: str = "autogen") -> None:
+    """``ClobberedInstall`` if two distributions wrote into the same package folder."""
+    dists = owners(module)
+    if len(dists) > 1:
+        keep = dists[0]
+        raise ClobberedInstall(
+            f"the '{module}' package folder was installed by {len(dists)} distributions "
+            f"({', '.join(dists)}); their files overwrite each other and the result is neither. "
+            f"Keep one: pip uninstall -y {' '.join(dists)} && pip install {keep}"
+        )
+
+
+def detect() -> list[FamilyInfo]:
+    """What is installed of every family (importable ones only)."""
+    found = []
+    for family in all_families():
+        if not family.is_importable():
+            continue
+        dists = tuple(owners(family.module))
+        problem: str | None = None
+        try:
+            check_clobbered(family.module)
+        except ClobberedInstall as exc:
+            problem = str(exc)
+        try:
+            raw = family.module_version()
+        except Exception as exc:  # a broken install can fail on import in any way
+            raw, problem = None, problem or f"'import {family.module}' failed: {exc!r}"
+        supported, is_tested = False, False
+        try:
+            version = family.check_version(raw)
+            supported, is_tested = True, family.is_tested(version)
+        except FamilyError as exc:
+            problem = problem or str(exc)
+        found.append(
+            FamilyInfo(
+                family=family.name,
+                module=family.module,
+                version=raw or "?",
+                distributions=dists,
+                supported=supported and problem is None,
+                tested=is_tested,
+                problem=problem,
+            )
+        )
+    return found
+
+
+def family_of(agent: object) -> Family:
+    """The family whose driver can run ``agent``; ``UnsupportedAgent`` if none can."""
+    for family in all_families():
+        if family.owns(agent):
+            return family
+    kind = f"{type(agent).__module__}.{type(agent).__qualname__}"
+    raise UnsupportedAgent(
+        f"the agent factory returned a {kind}, which belongs to no supported AutoGen family. "
+        "Return an autogen_agentchat agent (e.g. AssistantAgent) or a legacy autogen "
+        "ConversableAgent (or a (user_proxy, assistant) pair of them). AG2 >= 1.0 "
+        "(`import ag2`) is a different API and is not supported."
+    )
+
+
+@cache
+def verify(name: str) -> str:
+    """Check a family's install once per process: not clobbered, a supported version."""
+    family = get_family(name)
+    check_clobbered(family.module)
+    version = family.check_version()
+    if not family.is_tested(version):
+        logger.warning(
+            "%s %s is outside the versions agentsession is tested with (%s)",
+            family.module,
+            version,
+            family.tested_range,
+        )
+    return str(version)
+
+
+def driver_for(agent: object) -> Driver:
+    """Recognise the agent's family, check the install (once) and drive the agent."""
+    family = family_of(agent)
+    verify(family.name)
+    return family.drive(agent)
+
+
+__all__ = [
+    "Driver",
+    "Family",
+    "FamilyInfo",
+    "all_families",
+    "check_clobbered",
+    "detect",
+    "driver_for",
+    "family_of",
+    "get_family",
+    "owners",
+    "verify",
+]

@@ -1,0 +1,41 @@
+"""Every AutoGen version gate, declared once with the upstream change it tracks.
+
+Each gate is compared with ``at_least``, which always passes ``prereleases=True``: a dev or rc
+build of a version counts as that version (packaging 24 and 26 disagree on the default).
+"""
+
+from __future__ import annotations
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+# legacy family: `import autogen` (pyautogen 0.2, autogen-agentchat 0.2.x, ag2 0.x, autogen 0.14)
+LEGACY_MINIMUM = Version("0.2.0")  # pyautogen 0.2.0: openai>=1 client; 0.1.x used openai<1
+LEGACY_BELOW = Version(
+    "1.0"
+)  # ag2 1.0 dropped the `autogen` module (a different API, `import ag2`)
+LEGACY_TESTED = SpecifierSet(">=0.2.35,<0.15")
+
+# agentchat family: `import autogen_agentchat` (autogen-agentchat 0.4+, pyautogen 0.10)
+AGENTCHAT_MINIMUM = Version("0.4.2")  # oldest release whose save_state/load_state round-trips
+AGENTCHAT_TOOL_RESULT_NAME = Version("0.4.8")  # FunctionExecutionResult requires name + is_error
+AGENTCHAT_TEAM_STATE_REKEYED = Version("0.4.9")  # microsoft/autogen#5843: team state keyed by name
+AGENTCHAT_TESTED = SpecifierSet(">=0.4.2,<0.8")
+
+
+def parse(version: str) -> Version | None:
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
+def at_least(version: Version, gate: Version) -> bool:
+    """True if ``version`` is ``gate`` or newer; a pre-release of ``gate`` counts as ``gate``."""
+    return SpecifierSet(f">={gate.base_version}").contains(
+        Version(version.base_version), prereleases=True
+    )
+
+
+def tested(version: Version, tested_range: SpecifierSet) -> bool:
+    return tested_range.contains(Version(version.base_version), prereleases=True)

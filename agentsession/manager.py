@@ -1,0 +1,455 @@
+"""The session engine: one persistent conversation per id, over any store and AutoGen family.
+
+``AsyncSessionManager`` is the engine. ``SessionManager`` is its sync face: the same methods,
+run on one long-lived loop thread (``agentsession._loop``), so no logic is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import secrets
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import _loop
+from ._cache import AgentCache, LiveAgent
+from .errors import (
+    ConflictError,
+    ConversationFull,
+    MessageTooLarge,
+    SessionBusy,
+    SessionNotFound,
+)
+from .families import Driver, driver_for
+from .messages import Message
+from .stores import SessionInfo, Store, open_store
+
+logger = logging.getLogger("agentsession")
+
+T = TypeVar("T")
+
+DEFAULT_STORE_URL = "sqlite:///agentsession.db"
+EXPORT_FORMAT = "agentsession.conversation"
+EXPORT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What an agent factory is told about the conversation it builds an agent for."""
+
+    id: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+AgentFactory = Callable[..., Any | Awaitable[Any]]
+"""``factory(context: SessionContext) -> agent`` or ``factory() -> agent``; may be async."""
+
+
+def new_session_id() -> str:
+    """An unguessable conversation id: 192 bits from ``secrets``."""
+    return secrets.token_urlsafe(24)
+
+
+def _factory_takes_context(factory: AgentFactory) -> bool:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return True
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return bool(positional)
+
+
+class AsyncSessionManager:
+    """Hands out persistent sessions; the async engine.
+
+    ``factory`` builds a fresh agent (or legacy ``(user_proxy, assistant)`` pair); the
+    manager loads the stored history into it, runs the turn and appends the turn's
+    messages to the store. Turns on one conversation are serialised (an in-process lock
+    plus a lease in the store, so across processes too). Live agents are cached, bounded
+    by ``cache_size``, and reused only while the store's version still matches.
+
+    Use one ``AsyncSessionManager`` per event loop.
+    """
+
+    def __init__(
+        self,
+        factory: AgentFactory,
+        store: Store | str = DEFAULT_STORE_URL,
+        *,
+        cache_size: int = 256,
+        lock_timeout: float = 30.0,
+        lease_ttl: float = 120.0,
+        max_message_bytes: int = 64 * 1024,
+        max_messages: int | None = None,
+        sender: str = "user",
+    ) -> None:
+        self.factory = factory
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.lock_timeout = lock_timeout
+        self.lease_ttl = lease_ttl
+        self.max_message_bytes = max_message_bytes
+        self.max_messages = max_messages
+        self.sender = sender
+        self._factory_takes_context = _factory_takes_context(factory)
+        self._cache = AgentCache(cache_size)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def session(self, session_id: str | None = None) -> AsyncSession:
+        """The session ``session_id`` (created in the store on its first write), or a new one."""
+        return AsyncSession(self, session_id or new_session_id())
+
+    # -- turns -----------------------------------------------------------------------
+
+    async def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
+        """Run one user turn and return the reply text."""
+        turn = await self.run_turn(session_id, text, sender=sender)
+        reply = turn[-1]
+        return reply.content if reply.content is not None else ""
+
+    async def run_turn(
+        self, session_id: str, text: str, *, sender: str | None = None
+    ) -> list[Message]:
+        """Run one user turn and return every message it added (the reply last)."""
+        size = len(text.encode("utf-8"))
+        if size > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"the message is {size} bytes; the limit is {self.max_message_bytes} "
+                "(max_message_bytes)"
+            )
+        async with self._turn_lock(session_id):
+            info = await self.store.info(session_id)
+            if info is None:
+                await self.store.create(session_id, {})
+                version, count = 0, 0
+                live = None
+            else:
+                version, count = info.version, info.message_count
+                live = self._cache.take(session_id, version)
+            if self.max_messages is not None and count + 2 > self.max_messages:
+                raise ConversationFull(
+                    f"session {session_id!r} holds {count} messages; the limit is "
+                    f"{self.max_messages} (max_messages). Reset it or start a new session."
+                )
+            if live is None:
+                driver = await self._build(session_id, info.metadata if info else {}, version)
+            else:
+                driver = live.driver
+            added = await driver.run_turn(text, sender or self.sender)
+            new_version = await self.store.append(session_id, added, version)
+            self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
+            return added
+
+    async def _build(self, session_id: str, metadata: Mapping[str, Any], version: int) -> Driver:
+        context = SessionContext(session_id, metadata)
+        built = self.factory(context) if self._factory_takes_context else self.factory()
+        agent = await built if inspect.isawaitable(built) else built
+        driver = driver_for(agent)
+        if version:
+            conversation = await self.store.load(session_id)
+            if conversation is None:
+                raise SessionNotFound(session_id)
+            if conversation.version != version:
+                raise ConflictError(f"session {session_id!r} changed while it was being loaded")
+            await driver.import_history(conversation.messages)
+        return driver
+
+    def _cache_put(self, session_id: str, live: LiveAgent) -> None:
+        for evicted in self._cache.put(session_id, live):
+            close = evicted.driver.close()
+            task = asyncio.ensure_future(close)
+            task.add_done_callback(_log_close_failure)
+
+    @asynccontextmanager
+    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
+        deadline = time.monotonic() + self.lock_timeout
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        try:
+            await asyncio.wait_for(lock.acquire(), self.lock_timeout)
+        except asyncio.TimeoutError:
+            raise SessionBusy(session_id, self.lock_timeout) from None
+        try:
+            token = await self.store.acquire(session_id, self.lease_ttl)
+            delay = 0.002
+            while token is None:
+                if time.monotonic() >= deadline:
+                    raise SessionBusy(session_id, self.lock_timeout)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.1)
+                token = await self.store.acquire(session_id, self.lease_ttl)
+            try:
+                yield
+            finally:
+                await self.store.release(session_id, token)
+        finally:
+            lock.release()
+
+    # -- reading and housekeeping ----------------------------------------------------
+
+    async def history(self, session_id: str) -> list[Message]:
+        conversation = await self.store.load(session_id)
+        return [] if conversation is None else conversation.messages
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        return await self.store.info(session_id)
+
+    async def metadata(self, session_id: str) -> dict[str, Any]:
+        info = await self.store.info(session_id)
+        return {} if info is None else dict(info.metadata)
+
+    async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> None:
+        """Replace the metadata (creating the conversation if needed)."""
+        async with self._turn_lock(session_id):
+            if await self.store.version(session_id) is None:
+                await self.store.create(session_id, metadata)
+            else:
+                await self.store.set_metadata(session_id, metadata)
+            # the factory may read metadata: the next turn rebuilds the agent
+            self._cache.discard(session_id)
+
+    async def exists(self, session_id: str) -> bool:
+        return await self.store.version(session_id) is not None
+
+    async def reset(self, session_id: str) -> None:
+        """Forget the messages, keep the id and the metadata."""
+        async with self._turn_lock(session_id):
+            self._cache.discard(session_id)
+            if await self.store.version(session_id) is not None:
+                await self.store.reset(session_id)
+
+    async def delete(self, session_id: str) -> bool:
+        async with self._turn_lock(session_id):
+            self._cache.discard(session_id)
+            return await self.store.delete(session_id)
+
+    async def rotate(self, session_id: str) -> str:
+        """Move the conversation to a fresh id (e.g. on login) and return that id."""
+        new_id = new_session_id()
+        async with self._turn_lock(session_id):
+            self._cache.discard(session_id)
+            if await self.store.version(session_id) is not None:
+                await self.store.rename(session_id, new_id)
+        return new_id
+
+    async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        return await self.store.list(limit=limit, offset=offset)
+
+    async def gc(self, idle_seconds: float | None = None) -> int:
+        return await self.store.gc(idle_seconds)
+
+    async def export(self, session_id: str) -> dict[str, Any]:
+        """The conversation as a version-neutral JSON document (``agentsession import`` reads it)."""
+        conversation = await self.store.load(session_id)
+        if conversation is None:
+            raise SessionNotFound(session_id)
+        return {
+            "format": EXPORT_FORMAT,
+            "v": EXPORT_VERSION,
+            "session_id": session_id,
+            "metadata": conversation.metadata,
+            "created_at": conversation.created_at,
+            "updated_at": conversation.updated_at,
+            "messages": [m.to_dict() for m in conversation.messages],
+        }
+
+    async def import_(self, document: Mapping[str, Any], session_id: str | None = None) -> str:
+        """Store an exported conversation under ``session_id`` (default: its own id)."""
+        if document.get("format") != EXPORT_FORMAT or document.get("v") != EXPORT_VERSION:
+            raise ValueError(
+                f"not an agentsession export (format {EXPORT_FORMAT!r} v{EXPORT_VERSION})"
+            )
+        target = session_id or str(document["session_id"])
+        messages = [Message.from_dict(m, target) for m in document.get("messages", [])]
+        async with self._turn_lock(target):
+            self._cache.discard(target)
+            await self.store.create(target, document.get("metadata", {}))
+            if messages:
+                await self.store.append(target, messages, 0)
+        return target
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def aclose(self) -> None:
+        for live in self._cache.drain():
+            await live.driver.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> AsyncSessionManager:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _log_close_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("closing an evicted agent failed: %r", task.exception())
+
+
+class AsyncSession:
+    """One conversation, bound to its manager. Cheap to create; holds no state of its own."""
+
+    def __init__(self, manager: AsyncSessionManager, session_id: str) -> None:
+        self.manager = manager
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"<AsyncSession {self.id[:6]}…>"
+
+    async def send(self, text: str, *, sender: str | None = None) -> str:
+        return await self.manager.send(self.id, text, sender=sender)
+
+    async def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
+        return await self.manager.run_turn(self.id, text, sender=sender)
+
+    async def history(self) -> list[Message]:
+        return await self.manager.history(self.id)
+
+    async def metadata(self) -> dict[str, Any]:
+        return await self.manager.metadata(self.id)
+
+    async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
+        await self.manager.set_metadata(self.id, metadata)
+
+    async def exists(self) -> bool:
+        return await self.manager.exists(self.id)
+
+    async def reset(self) -> None:
+        await self.manager.reset(self.id)
+
+    async def delete(self) -> bool:
+        return await self.manager.delete(self.id)
+
+    async def rotate(self) -> str:
+        """Give the conversation a new id (kept on this object) and return it."""
+        self.id = await self.manager.rotate(self.id)
+        return self.id
+
+
+class SessionManager:
+    """The sync face of ``AsyncSessionManager``: same arguments, same methods, no ``await``.
+
+    Calls run on agentsession's loop thread, which is started lazily in the process that
+    serves requests (safe with pre-forking servers).
+    """
+
+    def __init__(
+        self, factory: AgentFactory, store: Store | str = DEFAULT_STORE_URL, **options: Any
+    ) -> None:
+        self.engine = AsyncSessionManager(factory, store, **options)
+
+    @property
+    def store(self) -> Store:
+        return self.engine.store
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return _loop.run(coro)
+
+    def session(self, session_id: str | None = None) -> Session:
+        return Session(self, session_id or new_session_id())
+
+    def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
+        return self._run(self.engine.send(session_id, text, sender=sender))
+
+    def run_turn(self, session_id: str, text: str, *, sender: str | None = None) -> list[Message]:
+        return self._run(self.engine.run_turn(session_id, text, sender=sender))
+
+    def history(self, session_id: str) -> list[Message]:
+        return self._run(self.engine.history(session_id))
+
+    def info(self, session_id: str) -> SessionInfo | None:
+        return self._run(self.engine.info(session_id))
+
+    def metadata(self, session_id: str) -> dict[str, Any]:
+        return self._run(self.engine.metadata(session_id))
+
+    def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> None:
+        self._run(self.engine.set_metadata(session_id, metadata))
+
+    def exists(self, session_id: str) -> bool:
+        return self._run(self.engine.exists(session_id))
+
+    def reset(self, session_id: str) -> None:
+        self._run(self.engine.reset(session_id))
+
+    def delete(self, session_id: str) -> bool:
+        return self._run(self.engine.delete(session_id))
+
+    def rotate(self, session_id: str) -> str:
+        return self._run(self.engine.rotate(session_id))
+
+    def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        return self._run(self.engine.list(limit=limit, offset=offset))
+
+    def gc(self, idle_seconds: float | None = None) -> int:
+        return self._run(self.engine.gc(idle_seconds))
+
+    def export(self, session_id: str) -> dict[str, Any]:
+        return self._run(self.engine.export(session_id))
+
+    def import_(self, document: Mapping[str, Any], session_id: str | None = None) -> str:
+        return self._run(self.engine.import_(document, session_id))
+
+    def ping(self) -> None:
+        self._run(self.engine.ping())
+
+    def close(self) -> None:
+        self._run(self.engine.aclose())
+
+    def __enter__(self) -> SessionManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Session:
+    """One conversation (sync). Cheap to create; holds no state of its own."""
+
+    def __init__(self, manager: SessionManager, session_id: str) -> None:
+        self.manager = manager
+        self.id = session_id
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id[:6]}…>"
+
+    def send(self, text: str, *, sender: str | None = None) -> str:
+        return self.manager.send(self.id, text, sender=sender)
+
+    def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
+        return self.manager.run_turn(self.id, text, sender=sender)
+
+    def history(self) -> list[Message]:
+        return self.manager.history(self.id)
+
+    def metadata(self) -> dict[str, Any]:
+        return self.manager.metadata(self.id)
+
+    def set_metadata(self, metadata: Mapping[str, Any]) -> None:
+        self.manager.set_metadata(self.id, metadata)
+
+    def exists(self) -> bool:
+        return self.manager.exists(self.id)
+
+    def reset(self) -> None:
+        self.manager.reset(self.id)
+
+    def delete(self) -> bool:
+        return self.manager.delete(self.id)
+
+    def rotate(self) -> str:
+        self.id = self.manager.rotate(self.id)
+        return self.id

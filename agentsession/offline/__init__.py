@@ -1,0 +1,69 @@
+"""A deterministic offline model that really reads the history it is given.
+
+Its reply is derived from the whole conversation, so a test can prove that the model saw the
+earlier turns: it says how many user messages it has seen, and "what did I say earlier?"
+makes it quote them. A user message ``/tool NAME {"json": "args"}`` makes it call that tool;
+once the tool's result arrives it reports it. Family-specific clients live in
+``agentsession.offline.legacy`` and ``agentsession.offline.agentchat``; both only translate
+messages and call :func:`compose_reply`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..messages import Message, ToolCall
+
+TOOL_COMMAND = "/tool "
+_RECALL = re.compile(r"\b(earlier|before|previous(ly)?|what did i (say|tell))\b", re.IGNORECASE)
+_SEEN = re.compile(r"I have seen (\d+) user messages?")
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineReply:
+    """Either a text reply or one tool call."""
+
+    text: str | None = None
+    tool_call: ToolCall | None = None
+
+
+def _seen(count: int) -> str:
+    return f"I have seen {count} user message{'' if count == 1 else 's'}."
+
+
+def compose_reply(history: Sequence[Message]) -> OfflineReply:
+    """The offline model's answer to ``history`` (oldest first, system messages allowed)."""
+    user_texts = [m.content or "" for m in history if m.role == "user"]
+    count = len(user_texts)
+    if not history:
+        return OfflineReply(text=_seen(0))
+    last = history[-1]
+    if last.role == "tool":
+        tool = last.name or "the tool"
+        outcome = "failed with" if last.is_error else "returned"
+        return OfflineReply(text=f"{_seen(count)} Tool {tool} {outcome}: {last.content}")
+    latest = user_texts[-1] if user_texts else ""
+    if last.role == "user" and latest.startswith(TOOL_COMMAND):
+        name, _, arguments = latest[len(TOOL_COMMAND) :].strip().partition(" ")
+        arguments = arguments.strip() or "{}"
+        try:
+            json.loads(arguments)
+        except ValueError:
+            return OfflineReply(text=f"{_seen(count)} Tool arguments are not JSON: {arguments!r}")
+        return OfflineReply(tool_call=ToolCall(id=f"call_{count}", name=name, arguments=arguments))
+    if _RECALL.search(latest) and count > 1:
+        quoted = "; ".join(repr(text) for text in user_texts[:-1])
+        return OfflineReply(text=f"{_seen(count)} Earlier you said: {quoted}")
+    return OfflineReply(text=f"{_seen(count)} You said: {latest!r}")
+
+
+def user_messages_seen(reply: str) -> int | None:
+    """The count an offline reply reports, or None if ``reply`` is not one."""
+    match = _SEEN.search(reply)
+    return int(match.group(1)) if match else None
+
+
+__all__ = ["TOOL_COMMAND", "OfflineReply", "compose_reply", "user_messages_seen"]

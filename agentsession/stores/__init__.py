@@ -1,0 +1,48 @@
+"""Stores, chosen by URL: ``memory://``, ``sqlite:///path.db``, ``redis://…``, ``postgresql://…``, ``mysql://…``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from .base import Conversation, RecordCodec, SessionInfo, Store
+
+# scheme -> "module:Class"; imported lazily so each backend's extra stays optional
+_REGISTRY: dict[str, str] = {
+    "memory": "agentsession.stores.memory:MemoryStore",
+    "sqlite": "agentsession.stores.sqlite:SQLiteStore",
+    "redis": "agentsession.stores.redis:RedisStore",
+    "rediss": "agentsession.stores.redis:RedisStore",
+    "unix": "agentsession.stores.redis:RedisStore",
+    "redis+sentinel": "agentsession.stores.redis:RedisStore",
+    "postgresql": "agentsession.stores.sql:SQLStore",
+    "postgres": "agentsession.stores.sql:SQLStore",
+    "mysql": "agentsession.stores.sql:SQLStore",
+    "mariadb": "agentsession.stores.sql:SQLStore",
+}
+
+
+def register_store(scheme: str, target: str) -> None:
+    """Make ``open_store`` build ``target`` ("package.module:Class") for URLs of ``scheme``."""
+    _REGISTRY[scheme] = target
+
+
+def store_class(url: str) -> type[Store]:
+    scheme = urlsplit(url).scheme.split("+", 1)[0] if "+sentinel" not in url else "redis+sentinel"
+    target = _REGISTRY.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
+        raise ConfigurationError(f"no store for URL scheme {scheme!r} in {url!r}; known: {known}")
+    module_name, _, class_name = target.partition(":")
+    cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Build the store for ``url``; ``options`` go to its constructor (``ttl``, ``codec``, …)."""
+    return store_class(url).from_url(url, **options)
+
+
+__all__ = ["Conversation", "RecordCodec", "SessionInfo", "Store", "open_store", "register_store"]

@@ -1,0 +1,172 @@
+"""The store contract every backend implements, and the record codec they share."""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import CorruptRecord, UnknownSchemaVersion
+from ..messages import Message
+
+META_SCHEMA_VERSION = 1
+"""Version of the stored conversation (metadata) record."""
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A conversation as read from a store."""
+
+    session_id: str
+    version: int
+    messages: list[Message]
+    metadata: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A conversation's summary, as listed by ``Store.list``."""
+
+    session_id: str
+    version: int
+    message_count: int
+    created_at: float
+    updated_at: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RecordCodec:
+    """Turns messages and metadata into the JSON text a store keeps, and back.
+
+    Subclasses (encryption) transform the text; the JSON shape and its schema
+    version stay the same.
+    """
+
+    def dump_message(self, message: Message) -> str:
+        return message.to_json()
+
+    def load_message(self, text: str | bytes, session_id: str) -> Message:
+        return Message.from_json(text, session_id)
+
+    def dump_metadata(self, metadata: Mapping[str, Any]) -> str:
+        return json.dumps(
+            {"v": META_SCHEMA_VERSION, "metadata": dict(metadata)},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    def load_metadata(self, text: str | bytes | None, session_id: str) -> dict[str, Any]:
+        if text is None:
+            return {}
+        try:
+            record = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRecord(session_id, f"invalid metadata JSON: {exc}") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("metadata"), dict):
+            raise CorruptRecord(session_id, "metadata record is not a JSON object with 'metadata'")
+        version = record.get("v")
+        if version != META_SCHEMA_VERSION:
+            if isinstance(version, int) and version > META_SCHEMA_VERSION:
+                raise UnknownSchemaVersion(
+                    session_id, f"metadata schema v{version} is newer than this agentsession"
+                )
+            raise CorruptRecord(session_id, f"metadata schema version {version!r} is not known")
+        metadata: dict[str, Any] = record["metadata"]
+        return metadata
+
+
+class Store(ABC):
+    """Durable home of conversations.
+
+    Each conversation has a version counter bumped by every write; writers pass the
+    version they read and a write against a newer version raises ``ConflictError``
+    (that is what fences a writer whose lease expired). A turn is one ``append``:
+    all of its messages land together or none do.
+
+    Leases (``acquire``/``release``) serialise turns across processes; the engine
+    adds an in-process lock on top so local waiters do not poll.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, codec: RecordCodec | None = None, ttl: float | None = None) -> None:
+        self.codec = codec or RecordCodec()
+        self.ttl = ttl
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Store:
+        """Build the store from its URL; each backend parses what it needs."""
+        return cls(**options)
+
+    def is_expired(self, updated_at: float, now: float | None = None) -> bool:
+        return self.ttl is not None and (now or time.time()) - updated_at > self.ttl
+
+    @abstractmethod
+    async def load(self, session_id: str) -> Conversation | None:
+        """The whole conversation, or None if it does not exist (or has expired)."""
+
+    @abstractmethod
+    async def info(self, session_id: str) -> SessionInfo | None:
+        """The conversation's summary and metadata without its messages (O(1) in its length)."""
+
+    @abstractmethod
+    async def version(self, session_id: str) -> int | None:
+        """The conversation's version, or None if it does not exist (or has expired)."""
+
+    @abstractmethod
+    async def create(self, session_id: str, metadata: Mapping[str, Any]) -> None:
+        """Create an empty conversation (version 0). ``ConflictError`` if it exists."""
+
+    @abstractmethod
+    async def append(
+        self, session_id: str, messages: Sequence[Message], expected_version: int
+    ) -> int:
+        """Append one turn atomically and return the new version.
+
+        ``SessionNotFound`` if the conversation does not exist, ``ConflictError`` if its
+        version is not ``expected_version``.
+        """
+
+    @abstractmethod
+    async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> int:
+        """Replace the metadata and return the new version."""
+
+    @abstractmethod
+    async def reset(self, session_id: str) -> int:
+        """Remove every message, keep the metadata, and return the new version."""
+
+    @abstractmethod
+    async def delete(self, session_id: str) -> bool:
+        """Remove the conversation; True if it existed."""
+
+    @abstractmethod
+    async def rename(self, session_id: str, new_session_id: str) -> None:
+        """Move a conversation to a new id (session rotation)."""
+
+    @abstractmethod
+    async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        """Summaries of stored conversations, most recently updated first."""
+
+    @abstractmethod
+    async def gc(self, idle_seconds: float | None = None) -> int:
+        """Remove conversations idle longer than ``idle_seconds`` (default: the TTL)."""
+
+    @abstractmethod
+    async def acquire(self, session_id: str, ttl: float) -> str | None:
+        """Try once to take the turn lease; return its token, or None if another holds it."""
+
+    @abstractmethod
+    async def release(self, session_id: str, token: str) -> None:
+        """Give the lease back if ``token`` still holds it."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+
+    async def close(self) -> None:
+        """Release connections. The store may not be used afterwards."""

@@ -1,0 +1,177 @@
+"""In-process store for tests and demos: ``memory://``. Forgets everything when the process ends."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConflictError, SessionNotFound
+from ..messages import Message
+from .base import Conversation, SessionInfo, Store
+
+
+@dataclass(slots=True)
+class _Record:
+    metadata: str
+    created_at: float
+    updated_at: float
+    version: int = 0
+    # encoded, as other stores keep them, so the codec (and encryption) is exercised here too
+    messages: list[str] = field(default_factory=list)
+
+
+class MemoryStore(Store):
+    schemes = ("memory",)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._records: dict[str, _Record] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._mutex = threading.Lock()
+
+    def _live(self, session_id: str) -> _Record | None:
+        record = self._records.get(session_id)
+        if record is not None and self.is_expired(record.updated_at):
+            return None
+        return record
+
+    def _require(self, session_id: str) -> _Record:
+        record = self._live(session_id)
+        if record is None:
+            raise SessionNotFound(session_id)
+        return record
+
+    async def load(self, session_id: str) -> Conversation | None:
+        with self._mutex:
+            record = self._live(session_id)
+            if record is None:
+                return None
+            texts, version = list(record.messages), record.version
+            metadata, created, updated = record.metadata, record.created_at, record.updated_at
+        return Conversation(
+            session_id=session_id,
+            version=version,
+            messages=[self.codec.load_message(t, session_id) for t in texts],
+            metadata=self.codec.load_metadata(metadata, session_id),
+            created_at=created,
+            updated_at=updated,
+        )
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        with self._mutex:
+            record = self._live(session_id)
+            if record is None:
+                return None
+            row = (record.version, len(record.messages), record.created_at, record.updated_at)
+            metadata = record.metadata
+        return SessionInfo(session_id, *row, self.codec.load_metadata(metadata, session_id))
+
+    async def version(self, session_id: str) -> int | None:
+        with self._mutex:
+            record = self._live(session_id)
+            return None if record is None else record.version
+
+    async def create(self, session_id: str, metadata: Mapping[str, Any]) -> None:
+        encoded = self.codec.dump_metadata(metadata)
+        now = time.time()
+        with self._mutex:
+            if self._live(session_id) is not None:
+                raise ConflictError(f"session {session_id!r} already exists")
+            self._records[session_id] = _Record(encoded, now, now)
+
+    async def append(
+        self, session_id: str, messages: Sequence[Message], expected_version: int
+    ) -> int:
+        encoded = [self.codec.dump_message(m) for m in messages]
+        with self._mutex:
+            record = self._require(session_id)
+            if record.version != expected_version:
+                raise ConflictError(
+                    f"session {session_id!r} is at version {record.version}, "
+                    f"expected {expected_version}"
+                )
+            record.messages.extend(encoded)
+            record.version += 1
+            record.updated_at = time.time()
+            return record.version
+
+    async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> int:
+        encoded = self.codec.dump_metadata(metadata)
+        with self._mutex:
+            record = self._require(session_id)
+            record.metadata = encoded
+            record.version += 1
+            record.updated_at = time.time()
+            return record.version
+
+    async def reset(self, session_id: str) -> int:
+        with self._mutex:
+            record = self._require(session_id)
+            record.messages.clear()
+            record.version += 1
+            record.updated_at = time.time()
+            return record.version
+
+    async def delete(self, session_id: str) -> bool:
+        with self._mutex:
+            self._leases.pop(session_id, None)
+            return self._records.pop(session_id, None) is not None
+
+    async def rename(self, session_id: str, new_session_id: str) -> None:
+        with self._mutex:
+            record = self._require(session_id)
+            if new_session_id in self._records:
+                raise ConflictError(f"session {new_session_id!r} already exists")
+            record.version += 1
+            self._records[new_session_id] = self._records.pop(session_id)
+
+    async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        with self._mutex:
+            rows = sorted(
+                ((sid, r) for sid, r in self._records.items() if not self.is_expired(r.updated_at)),
+                key=lambda item: item[1].updated_at,
+                reverse=True,
+            )[offset : offset + limit]
+            snapshot = [
+                (sid, r.version, len(r.messages), r.created_at, r.updated_at, r.metadata)
+                for sid, r in rows
+            ]
+        return [
+            SessionInfo(sid, version, count, created, updated, self.codec.load_metadata(meta, sid))
+            for sid, version, count, created, updated, meta in snapshot
+        ]
+
+    async def gc(self, idle_seconds: float | None = None) -> int:
+        idle = self.ttl if idle_seconds is None else idle_seconds
+        if idle is None:
+            return 0
+        cutoff = time.time() - idle
+        with self._mutex:
+            stale = [sid for sid, r in self._records.items() if r.updated_at < cutoff]
+            for sid in stale:
+                del self._records[sid]
+                self._leases.pop(sid, None)
+        return len(stale)
+
+    async def acquire(self, session_id: str, ttl: float) -> str | None:
+        now = time.monotonic()
+        with self._mutex:
+            held = self._leases.get(session_id)
+            if held is not None and held[1] > now:
+                return None
+            token = secrets.token_hex(16)
+            self._leases[session_id] = (token, now + ttl)
+            return token
+
+    async def release(self, session_id: str, token: str) -> None:
+        with self._mutex:
+            held = self._leases.get(session_id)
+            if held is not None and held[0] == token:
+                del self._leases[session_id]
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,432 @@
+"""Embedded store on the stdlib ``sqlite3``: ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``.
+
+WAL mode, one row per message, one short ``BEGIN IMMEDIATE`` transaction per turn. Safe for
+several threads and several processes on one machine (not on a network file system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigurationError, ConflictError, SessionNotFound, StoreUnavailable
+from ..messages import Message
+from .base import Conversation, SessionInfo, Store
+
+T = TypeVar("T")
+
+SQLITE_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agentsession_schema (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agentsession_conversations (
+    session_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS agentsession_conversations_updated
+    ON agentsession_conversations (updated_at);
+CREATE TABLE IF NOT EXISTS agentsession_messages (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agentsession_leases (
+    session_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+_SYNCHRONOUS = {"off", "normal", "full", "extra"}
+
+
+class SQLiteStore(Store):
+    schemes = ("sqlite",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "agentsession.db",
+        *,
+        synchronous: str = "normal",
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise ConfigurationError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        self.path = os.fspath(path)
+        if self.path == ":memory:":
+            raise ConfigurationError(
+                "an in-memory SQLite database is private to one connection; use memory:// instead"
+            )
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._schema_ready = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteStore:
+        parts = urlsplit(url)
+        # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db" (SQLAlchemy's convention)
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if not path:
+            raise ConfigurationError(
+                f"{url!r} names no database file; try sqlite:///agentsession.db"
+            )
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        if "synchronous" in query:
+            options.setdefault("synchronous", query["synchronous"])
+        if "busy_timeout" in query:
+            options.setdefault("busy_timeout", float(query["busy_timeout"]))
+        if "ttl" in query:
+            options.setdefault("ttl", float(query["ttl"]))
+        return cls(path, **options)
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            if not self._schema_ready:
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "INSERT OR IGNORE INTO agentsession_schema (name, version) VALUES ('store', ?)",
+                    (SQLITE_SCHEMA_VERSION,),
+                )
+                self._schema_ready = True
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connect()
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreUnavailable(f"SQLite database {self.path!r}: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+
+    def _cutoff(self) -> float:
+        return float("-inf") if self.ttl is None else time.time() - self.ttl
+
+    # -- contract ------------------------------------------------------------------
+
+    async def load(self, session_id: str) -> Conversation | None:
+        def read(conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                head = conn.execute(
+                    "SELECT version, metadata, created_at, updated_at FROM agentsession_conversations"
+                    " WHERE session_id = ? AND updated_at >= ?",
+                    (session_id, self._cutoff()),
+                ).fetchone()
+                if head is None:
+                    return None
+                rows = conn.execute(
+                    "SELECT body FROM agentsession_messages WHERE session_id = ? ORDER BY seq",
+                    (session_id,),
+                ).fetchall()
+                return head, rows
+            finally:
+                conn.commit()
+
+        found = await self._run(read)
+        if found is None:
+            return None
+        (version, metadata, created, updated), rows = found
+        return Conversation(
+            session_id=session_id,
+            version=version,
+            messages=[self.codec.load_message(body, session_id) for (body,) in rows],
+            metadata=self.codec.load_metadata(metadata, session_id),
+            created_at=created,
+            updated_at=updated,
+        )
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        def read(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "SELECT version, message_count, created_at, updated_at, metadata"
+                " FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
+                (session_id, self._cutoff()),
+            ).fetchone()
+
+        row = await self._run(read)
+        if row is None:
+            return None
+        version, count, created, updated, metadata = row
+        return SessionInfo(
+            session_id,
+            version,
+            count,
+            created,
+            updated,
+            self.codec.load_metadata(metadata, session_id),
+        )
+
+    async def version(self, session_id: str) -> int | None:
+        def read(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(
+                "SELECT version FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
+                (session_id, self._cutoff()),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(read)
+
+    async def create(self, session_id: str, metadata: Mapping[str, Any]) -> None:
+        encoded = self.codec.dump_metadata(metadata)
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            # an expired conversation under the same id is dead: replace it
+            conn.execute(
+                "DELETE FROM agentsession_messages WHERE session_id IN (SELECT session_id FROM"
+                " agentsession_conversations WHERE session_id = ? AND updated_at < ?)",
+                (session_id, self._cutoff()),
+            )
+            conn.execute(
+                "DELETE FROM agentsession_conversations WHERE session_id = ? AND updated_at < ?",
+                (session_id, self._cutoff()),
+            )
+            try:
+                conn.execute(
+                    "INSERT INTO agentsession_conversations VALUES (?, 0, 0, ?, ?, ?)",
+                    (session_id, encoded, now, now),
+                )
+            except sqlite3.IntegrityError:
+                conn.rollback()
+                raise ConflictError(f"session {session_id!r} already exists") from None
+            conn.commit()
+
+        await self._run(write)
+
+    async def append(
+        self, session_id: str, messages: Sequence[Message], expected_version: int
+    ) -> int:
+        bodies = [self.codec.dump_message(m) for m in messages]
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "UPDATE agentsession_conversations SET version = version + 1,"
+                " message_count = message_count + ?, updated_at = ?"
+                " WHERE session_id = ? AND version = ? AND updated_at >= ?"
+                " RETURNING version, message_count",
+                (len(bodies), time.time(), session_id, expected_version, self._cutoff()),
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                self._raise_missing_or_conflict(conn, session_id, expected_version)
+            version, count = row
+            start = count - len(bodies)
+            conn.executemany(
+                "INSERT INTO agentsession_messages (session_id, seq, body) VALUES (?, ?, ?)",
+                [(session_id, start + i, body) for i, body in enumerate(bodies)],
+            )
+            conn.commit()
+            return int(version)
+
+        return await self._run(write)
+
+    def _raise_missing_or_conflict(
+        self, conn: sqlite3.Connection, session_id: str, expected_version: int
+    ) -> None:
+        row = conn.execute(
+            "SELECT version FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
+            (session_id, self._cutoff()),
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        raise ConflictError(
+            f"session {session_id!r} is at version {row[0]}, expected {expected_version}"
+        )
+
+    async def _bump(self, session_id: str, sql: str, params: tuple[Any, ...]) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            if sql:
+                conn.execute(sql, params)
+            row = conn.execute(
+                "UPDATE agentsession_conversations SET version = version + 1, updated_at = ?"
+                " WHERE session_id = ? AND updated_at >= ? RETURNING version",
+                (time.time(), session_id, self._cutoff()),
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                raise SessionNotFound(session_id)
+            conn.commit()
+            return int(row[0])
+
+        return await self._run(write)
+
+    async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> int:
+        encoded = self.codec.dump_metadata(metadata)
+        return await self._bump(
+            session_id,
+            "UPDATE agentsession_conversations SET metadata = ? WHERE session_id = ?",
+            (encoded, session_id),
+        )
+
+    async def reset(self, session_id: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "UPDATE agentsession_conversations SET version = version + 1, message_count = 0,"
+                " updated_at = ? WHERE session_id = ? AND updated_at >= ? RETURNING version",
+                (time.time(), session_id, self._cutoff()),
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                raise SessionNotFound(session_id)
+            conn.execute("DELETE FROM agentsession_messages WHERE session_id = ?", (session_id,))
+            conn.commit()
+            return int(row[0])
+
+        return await self._run(write)
+
+    async def delete(self, session_id: str) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            gone = conn.execute(
+                "DELETE FROM agentsession_conversations WHERE session_id = ?", (session_id,)
+            ).rowcount
+            conn.execute("DELETE FROM agentsession_messages WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM agentsession_leases WHERE session_id = ?", (session_id,))
+            conn.commit()
+            return gone > 0
+
+        return await self._run(write)
+
+    async def rename(self, session_id: str, new_session_id: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute(
+                "SELECT 1 FROM agentsession_conversations WHERE session_id = ?", (new_session_id,)
+            ).fetchone():
+                conn.rollback()
+                raise ConflictError(f"session {new_session_id!r} already exists")
+            moved = conn.execute(
+                "UPDATE agentsession_conversations SET session_id = ?, version = version + 1"
+                " WHERE session_id = ? AND updated_at >= ?",
+                (new_session_id, session_id, self._cutoff()),
+            ).rowcount
+            if not moved:
+                conn.rollback()
+                raise SessionNotFound(session_id)
+            conn.execute(
+                "UPDATE agentsession_messages SET session_id = ? WHERE session_id = ?",
+                (new_session_id, session_id),
+            )
+            conn.commit()
+
+        await self._run(write)
+
+    async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT session_id, version, message_count, created_at, updated_at, metadata"
+                " FROM agentsession_conversations WHERE updated_at >= ?"
+                " ORDER BY updated_at DESC LIMIT ? OFFSET ?",
+                (self._cutoff(), limit, offset),
+            ).fetchall()
+
+        rows = await self._run(read)
+        return [
+            SessionInfo(sid, version, count, created, updated, self.codec.load_metadata(meta, sid))
+            for sid, version, count, created, updated, meta in rows
+        ]
+
+    async def gc(self, idle_seconds: float | None = None) -> int:
+        idle = self.ttl if idle_seconds is None else idle_seconds
+        if idle is None:
+            return 0
+        cutoff = time.time() - idle
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "DELETE FROM agentsession_messages WHERE session_id IN (SELECT session_id FROM"
+                " agentsession_conversations WHERE updated_at < ?)",
+                (cutoff,),
+            )
+            gone = conn.execute(
+                "DELETE FROM agentsession_conversations WHERE updated_at < ?", (cutoff,)
+            ).rowcount
+            conn.execute("DELETE FROM agentsession_leases WHERE expires_at < ?", (time.time(),))
+            conn.commit()
+            return int(gone)
+
+        return await self._run(write)
+
+    async def acquire(self, session_id: str, ttl: float) -> str | None:
+        token = secrets.token_hex(16)
+
+        def write(conn: sqlite3.Connection) -> str | None:
+            now = time.time()
+            taken = conn.execute(
+                "INSERT INTO agentsession_leases (session_id, token, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET token = excluded.token,"
+                " expires_at = excluded.expires_at WHERE agentsession_leases.expires_at < ?",
+                (session_id, token, now + ttl, now),
+            ).rowcount
+            return token if taken else None
+
+        return await self._run(write)
+
+    async def release(self, session_id: str, token: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM agentsession_leases WHERE session_id = ? AND token = ?",
+                (session_id, token),
+            )
+
+        await self._run(write)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
