@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..messages import Message, ToolCall
 
@@ -66,4 +67,43 @@ def user_messages_seen(reply: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-__all__ = ["TOOL_COMMAND", "OfflineReply", "compose_reply", "user_messages_seen"]
+def installed_family() -> str:
+    """The AutoGen family the offline agent uses by default: agentchat if installed, else legacy."""
+    from ..families import detect
+
+    found = {info.family: info for info in detect()}
+    for name in ("agentchat", "legacy"):
+        if name in found and found[name].supported:
+            return name
+    problems = "; ".join(info.problem or "" for info in found.values() if info.problem)
+    raise ImportError(
+        "no supported AutoGen family is installed"
+        + (f" ({problems})" if problems else "")
+        + ". Install one: pip install 'agentsession-middleware[agentchat]' (or [legacy])"
+    )
+
+
+def offline_agent_factory(
+    family: str | None = None, *, system_message: str = "You are a helpful assistant."
+) -> Callable[[], Any]:
+    """A factory building an offline agent of ``family`` (default: whichever is installed)."""
+    chosen = family or installed_family()
+    if chosen == "agentchat":
+        from .agentchat import build_agent
+
+        return lambda: build_agent(system_message=system_message)
+    if chosen == "legacy":
+        from .legacy import build_assistant
+
+        return lambda: build_assistant(system_message=system_message)
+    raise ValueError(f"unknown AutoGen family {chosen!r}; use 'agentchat' or 'legacy'")
+
+
+__all__ = [
+    "TOOL_COMMAND",
+    "OfflineReply",
+    "compose_reply",
+    "installed_family",
+    "offline_agent_factory",
+    "user_messages_seen",
+]
