@@ -20,6 +20,7 @@ LEGACY_TESTED = SpecifierSet(">=0.2.35,<0.15")
 AGENTCHAT_MINIMUM = Version("0.4.2")  # oldest release whose save_state/load_state round-trips
 AGENTCHAT_TOOL_RESULT_NAME = Version("0.4.8")  # FunctionExecutionResult requires name + is_error
 AGENTCHAT_TEAM_STATE_REKEYED = Version("0.4.9")  # microsoft/autogen#5843: team state keyed by name
+AGENTCHAT_PUBLIC_MODEL_CONTEXT = Version("0.5.0")  # microsoft/autogen#6072: public model_context
 AGENTCHAT_TESTED = SpecifierSet(">=0.4.2,<0.8")
 
 

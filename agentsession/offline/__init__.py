@@ -41,7 +41,8 @@ def compose_reply(history: Sequence[Message]) -> OfflineReply:
     count = len(user_texts)
     if not history:
         return OfflineReply(text=_seen(0))
-    last = history[-1]
+    # agents with memory append a system message after the user's; answer what came before it
+    last = next((m for m in reversed(history) if m.role != "system"), history[-1])
     if last.role == "tool":
         tool = last.name or "the tool"
         outcome = "failed with" if last.is_error else "returned"
