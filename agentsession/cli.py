@@ -154,8 +154,9 @@ async def _check_round_trip(report: Report, family: str) -> None:
         report.fail(f"{family}: the model saw {seen} of 3 user messages ({len(history)} stored)")
 
 
-def doctor(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    report = Report(out)
+def doctor(args: argparse.Namespace) -> int:
+    report = Report(sys.stdout)
+    out = sys.stdout
     store_url = _store_url(args)
     print(f"agentsession {__version__} doctor (python {sys.version.split()[0]})", file=out)
     families = _check_families(report)
@@ -180,7 +181,8 @@ def doctor(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 # -- chat ------------------------------------------------------------------------------
 
 
-def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+def chat(args: argparse.Namespace) -> int:
+    out = sys.stdout
     family = args.family or installed_family()
     manager = SessionManager(offline_agent_factory(family), _store_url(args))
     session = manager.session(args.session)
@@ -189,7 +191,7 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.
     )
     print("type a message; /history, /reset, /quit", file=out)
     try:
-        for line in stdin:
+        for line in sys.stdin:
             text = line.strip()
             if not text:
                 continue
@@ -231,7 +233,8 @@ def demo(args: argparse.Namespace) -> int:
 # -- administration --------------------------------------------------------------------
 
 
-def ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def ls(args: argparse.Namespace) -> int:
+    out = sys.stdout
     with _admin_manager(args) as manager:
         sessions = manager.list(limit=args.limit)
     for info in sessions:
@@ -243,7 +246,8 @@ def ls(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def show(args: argparse.Namespace) -> int:
+    out = sys.stdout
     with _admin_manager(args) as manager:
         info = manager.info(args.session_id)
         if info is None:
@@ -262,7 +266,8 @@ def show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def export(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def export(args: argparse.Namespace) -> int:
+    out = sys.stdout
     with _admin_manager(args) as manager:
         document = manager.export(args.session_id)
     text = json.dumps(document, ensure_ascii=False, indent=2)
@@ -273,7 +278,8 @@ def export(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def import_(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def import_(args: argparse.Namespace) -> int:
+    out = sys.stdout
     document = json.loads(Path(args.file).read_text(encoding="utf-8"))
     with _admin_manager(args) as manager:
         session_id = manager.import_(document, args.id)
@@ -281,7 +287,7 @@ def import_(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def rm(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def rm(args: argparse.Namespace) -> int:
     with _admin_manager(args) as manager:
         missing = [sid for sid in args.session_ids if not manager.delete(sid)]
     for sid in missing:
@@ -289,15 +295,17 @@ def rm(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 1 if missing else 0
 
 
-def gc(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def gc(args: argparse.Namespace) -> int:
+    out = sys.stdout
     with _admin_manager(args) as manager:
         removed = manager.gc(args.idle)
     print(f"removed {removed} idle conversations", file=out)
     return 0
 
 
-def migrate(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def migrate(args: argparse.Namespace) -> int:
     """Read every stored conversation and report the ones that cannot be decoded."""
+    out = sys.stdout
     bad = 0
     checked = 0
     with _admin_manager(args) as manager:
@@ -315,7 +323,8 @@ def migrate(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 1 if bad else 0
 
 
-def store_init(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def store_init(args: argparse.Namespace) -> int:
+    out = sys.stdout
     async def init() -> None:
         store = open_store(args.url)
         try:

@@ -1,7 +1,9 @@
 """Embedded store on the stdlib ``sqlite3``: ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``.
 
-WAL mode, one row per message, one short ``BEGIN IMMEDIATE`` transaction per turn. Safe for
-several threads and several processes on one machine (not on a network file system).
+WAL mode at ``synchronous=FULL`` (a committed turn survives a power cut; ``?synchronous=normal``
+trades that for speed), one row per message, one short ``BEGIN IMMEDIATE`` transaction per
+turn. Safe for several threads and several processes on one machine (not on a network file
+system).
 """
 
 from __future__ import annotations
@@ -56,6 +58,23 @@ CREATE TABLE IF NOT EXISTS agentsession_leases (
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 
 
+class _Busy(Exception):
+    """Another connection holds the write lock; retry where waiting is allowed."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class SQLiteStore(Store):
     schemes = ("sqlite",)
 
@@ -63,7 +82,7 @@ class SQLiteStore(Store):
         self,
         path: str | os.PathLike[str] = "agentsession.db",
         *,
-        synchronous: str = "normal",
+        synchronous: str = "full",
         busy_timeout: float = 30.0,
         **options: Any,
     ) -> None:
@@ -101,17 +120,31 @@ class SQLiteStore(Store):
         return cls(path, **options)
 
     # -- connections ---------------------------------------------------------------
+    #
+    # Each thread has its own connections. On an event-loop thread they never wait for a
+    # lock (busy timeout 0): a short transaction runs inline, and only when another writer
+    # holds the database does the call move to a worker thread that may wait. Leases live on
+    # a second connection at synchronous=OFF: a lease need not survive a power cut, a turn must.
 
-    def _connect(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+    def _connect(self, lease: bool) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.__dict__.clear()
+            local.pid = os.getpid()
+        key = "lease" if lease else "main"
+        conn: sqlite3.Connection | None = getattr(local, key, None)
+        if conn is not None:
             return conn
+        nowait = _on_event_loop()
         try:
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+                self.path,
+                timeout=0 if nowait else self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute(f"PRAGMA synchronous={'OFF' if lease else self.synchronous}")
             if not self._schema_ready:
                 conn.executescript(_SCHEMA)
                 conn.execute(
@@ -119,23 +152,34 @@ class SQLiteStore(Store):
                     (SQLITE_SCHEMA_VERSION,),
                 )
                 self._schema_ready = True
+        except sqlite3.OperationalError as exc:
+            if conn is not None:
+                conn.close()
+            if nowait and _is_busy(exc):
+                raise _Busy from exc
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        self._local.conn, self._local.pid = conn, os.getpid()
+        setattr(local, key, conn)
         with self._connections_lock:
             self._connections.append(conn)
         return conn
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._call, fn)
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], lease: bool = False) -> T:
+        try:
+            return self._call(fn, lease)
+        except _Busy:
+            return await asyncio.to_thread(self._call, fn, lease)
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._connect()
+    def _call(self, fn: Callable[[sqlite3.Connection], T], lease: bool) -> T:
+        conn = self._connect(lease)
         try:
             return fn(conn)
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.rollback()
+            if _is_busy(exc) and _on_event_loop():
+                raise _Busy from exc
             raise StoreUnavailable(f"SQLite database {self.path!r}: {exc}") from exc
         except BaseException:
             if conn.in_transaction:
@@ -409,7 +453,7 @@ class SQLiteStore(Store):
             ).rowcount
             return token if taken else None
 
-        return await self._run(write)
+        return await self._run(write, lease=True)
 
     async def release(self, session_id: str, token: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
@@ -418,7 +462,7 @@ class SQLiteStore(Store):
                 (session_id, token),
             )
 
-        await self._run(write)
+        await self._run(write, lease=True)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())

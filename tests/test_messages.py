@@ -1,0 +1,51 @@
+"""The canonical message and its stored JSON record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentsession import CorruptRecord, Message, ToolCall, UnknownSchemaVersion
+from agentsession.messages import SCHEMA_VERSION
+
+
+def test_round_trip_keeps_every_field() -> None:
+    call = Message(
+        role="assistant",
+        content=None,
+        name="assistant",
+        tool_calls=(ToolCall("call_1", "add", '{"a": 2, "b": 2}'),),
+        metadata={"model": "offline"},
+    )
+    result = Message(role="tool", content="4", name="add", tool_call_id="call_1", is_error=True)
+    for message in (call, result, Message(role="user", content="héllo ✓", name="ada")):
+        assert Message.from_json(message.to_json()) == message
+
+
+def test_every_record_carries_the_schema_version() -> None:
+    record = json.loads(Message(role="user", content="hi").to_json())
+    assert record["v"] == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"v": 1, "content": "no role"}', "malformed"),
+        ('{"v": 1, "role": "wizard", "content": "x"}', "unknown role"),
+        ('{"v": 1, "role": "user", "content": 5}', "not text"),
+        ('{"role": "user", "content": "x"}', "schema version None"),
+    ],
+)
+def test_bad_records_name_the_session(text: str, error: str) -> None:
+    with pytest.raises(CorruptRecord, match=error) as caught:
+        Message.from_json(text, "sess-1")
+    assert caught.value.session_id == "sess-1"
+    assert "sess-1" in str(caught.value)
+
+
+def test_a_newer_schema_asks_for_an_upgrade() -> None:
+    with pytest.raises(UnknownSchemaVersion, match="upgrade agentsession"):
+        Message.from_json(json.dumps({"v": SCHEMA_VERSION + 1, "role": "user"}), "s")
