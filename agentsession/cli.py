@@ -325,6 +325,7 @@ def migrate(args: argparse.Namespace) -> int:
 
 def store_init(args: argparse.Namespace) -> int:
     out = sys.stdout
+
     async def init() -> None:
         store = open_store(args.url)
         try:
