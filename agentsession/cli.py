@@ -216,7 +216,9 @@ def chat(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .demo import serve
+    from .adapters.demo import (
+        serve,
+    )  # the CLI is the composition root; the engine never imports adapters
 
     serve(
         host=args.host,
