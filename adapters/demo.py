@@ -109,7 +109,8 @@ def create_app(store_url: str = DEFAULT_STORE, family: str | None = None) -> Age
             return JSONResponse({"error": "the message is empty"}, status_code=400)
         session = get_session(request.scope)
         reply = await session.send(text)
-        return JSONResponse({"reply": reply, "history": _history(await session.history())})
+        history = _history(await session.history())
+        return JSONResponse({"reply": reply, "history": history, "pid": os.getpid()})
 
     async def history(request: Request) -> Response:
         return JSONResponse({"history": _history(await get_session(request.scope).history())})

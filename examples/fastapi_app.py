@@ -1,0 +1,26 @@
+"""FastAPI + agentsession: ``uvicorn examples.fastapi_app:app``."""
+
+import os
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from agentsession import AsyncSessionManager
+from agentsession.adapters.asgi import AgentSessionMiddleware
+from agentsession.adapters.fastapi import AgentSessionDep
+from agentsession.offline import offline_agent_factory
+
+api = FastAPI()
+
+
+class Chat(BaseModel):
+    message: str
+
+
+@api.post("/chat")
+async def chat(body: Chat, session: AgentSessionDep) -> dict:
+    return {"reply": await session.send(body.message), "pid": os.getpid()}
+
+
+manager = AsyncSessionManager(offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+app = AgentSessionMiddleware(api, manager, secret_key=os.environ.get("SECRET_KEY", "change me"))
