@@ -1,0 +1,60 @@
+"""Every example app answers two turns of one conversation (in process, through its framework)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from werkzeug.test import Client
+
+from agentsession.offline import user_messages_seen
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
+    monkeypatch.setenv("AGENTSESSION_STORE", f"sqlite:///{tmp_path / 'example.db'}")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["starlette_app", "fastapi_app"])
+def test_asgi_examples(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    app = load(name, monkeypatch, tmp_path).app
+
+    async def run() -> str:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+            await client.post("/chat", json={"message": "hello"})
+            response = await client.post("/chat", json={"message": "what did I say earlier?"})
+            assert response.status_code == 200, response.text
+            return str(response.json()["reply"])
+
+    reply = asyncio.run(run())
+    assert user_messages_seen(reply) == 2 and "'hello'" in reply
+
+
+def test_flask_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    client = load("flask_app", monkeypatch, tmp_path).app.test_client()
+    client.post("/chat", json={"message": "hello"})
+    reply = client.post("/chat", json={"message": "what did I say earlier?"}).json["reply"]
+    assert user_messages_seen(reply) == 2
+    assert client.get("/history").json["messages"][0] == "hello"
+
+
+def test_django_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("django")
+    client = Client(load("django_app", monkeypatch, tmp_path).application)
+    client.post("/chat", json={"message": "hello"})
+    response = client.post("/chat", json={"message": "what did I say earlier?"})
+    assert response.status_code == 200, response.text
+    assert user_messages_seen(response.json["reply"]) == 2
