@@ -9,11 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import CorruptRecord, UnknownSchemaVersion
+from ..errors import CorruptRecord, DecryptionError, UnknownSchemaVersion
 from ..messages import Message
 
 META_SCHEMA_VERSION = 1
 """Version of the stored conversation (metadata) record."""
+
+ENVELOPE_VERSION = 1
+"""Version of the envelope of an encrypted record (see ``stores.encryption``)."""
 
 
 @dataclass(slots=True)
@@ -43,15 +46,18 @@ class SessionInfo:
 class RecordCodec:
     """Turns messages and metadata into the JSON text a store keeps, and back.
 
-    Subclasses (encryption) transform the text; the JSON shape and its schema
-    version stay the same.
+    ``EncryptedCodec`` seals that text in an envelope; this plain codec refuses sealed
+    records with a clear error instead of calling them corrupt.
     """
 
     def dump_message(self, message: Message) -> str:
         return message.to_json()
 
     def load_message(self, text: str | bytes, session_id: str) -> Message:
-        return Message.from_json(text, session_id)
+        record = self._parse(text, session_id, "message")
+        if "enc" in record:
+            record = self._parse(self.decode_sealed(record, session_id), session_id, "message")
+        return Message.from_dict(record, session_id)
 
     def dump_metadata(self, metadata: Mapping[str, Any]) -> str:
         return json.dumps(
@@ -63,11 +69,10 @@ class RecordCodec:
     def load_metadata(self, text: str | bytes | None, session_id: str) -> dict[str, Any]:
         if text is None:
             return {}
-        try:
-            record = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptRecord(session_id, f"invalid metadata JSON: {exc}") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("metadata"), dict):
+        record = self._parse(text, session_id, "metadata")
+        if "enc" in record:
+            record = self._parse(self.decode_sealed(record, session_id), session_id, "metadata")
+        if not isinstance(record.get("metadata"), dict):
             raise CorruptRecord(session_id, "metadata record is not a JSON object with 'metadata'")
         version = record.get("v")
         if version != META_SCHEMA_VERSION:
@@ -78,6 +83,22 @@ class RecordCodec:
             raise CorruptRecord(session_id, f"metadata schema version {version!r} is not known")
         metadata: dict[str, Any] = record["metadata"]
         return metadata
+
+    def decode_sealed(self, record: Mapping[str, Any], session_id: str) -> str:
+        raise DecryptionError(
+            f"session {session_id!r} holds encrypted records; open the store with "
+            "encryption_keys=[...] to read them"
+        )
+
+    @staticmethod
+    def _parse(text: str | bytes, session_id: str, what: str) -> dict[str, Any]:
+        try:
+            record = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRecord(session_id, f"invalid {what} JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise CorruptRecord(session_id, f"a {what} record is not a JSON object")
+        return record
 
 
 class Store(ABC):
@@ -94,7 +115,17 @@ class Store(ABC):
 
     schemes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *, codec: RecordCodec | None = None, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        codec: RecordCodec | None = None,
+        ttl: float | None = None,
+        encryption_keys: Sequence[str | bytes] | None = None,
+    ) -> None:
+        if encryption_keys:
+            from .encryption import EncryptedCodec
+
+            codec = EncryptedCodec(encryption_keys)
         self.codec = codec or RecordCodec()
         self.ttl = ttl
 

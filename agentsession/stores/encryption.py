@@ -1,0 +1,53 @@
+"""Encryption at rest: message and metadata records sealed with Fernet (``cryptography``).
+
+    store = open_store("sqlite:///agents.db", encryption_keys=[new_key, old_key])
+
+The first key encrypts; every key decrypts, so rotating is: put the new key first, keep the
+old ones until ``agentsession migrate`` has nothing left to read with them. Make a key with
+``cryptography.fernet.Fernet.generate_key()``. A sealed record is a small JSON envelope that
+keeps its own schema version: ``{"v": 1, "enc": "fernet", "data": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import DecryptionError, MissingDependency
+from ..messages import Message
+from .base import ENVELOPE_VERSION, RecordCodec
+
+try:
+    from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise MissingDependency("cryptography", "encryption", "Encryption at rest") from exc
+
+
+class EncryptedCodec(RecordCodec):
+    def __init__(self, keys: Sequence[str | bytes]) -> None:
+        if not keys:
+            raise ValueError("encryption needs at least one Fernet key")
+        self._fernet = MultiFernet([Fernet(key) for key in keys])
+
+    def _seal(self, text: str) -> str:
+        data = self._fernet.encrypt(text.encode("utf-8")).decode("ascii")
+        return json.dumps({"v": ENVELOPE_VERSION, "enc": "fernet", "data": data})
+
+    def _open(self, record: Mapping[str, Any], session_id: str) -> str:
+        try:
+            return self._fernet.decrypt(str(record["data"]).encode("ascii")).decode("utf-8")
+        except (InvalidToken, KeyError, UnicodeError) as exc:
+            raise DecryptionError(
+                f"session {session_id!r}: a record cannot be decrypted with any configured key "
+                "(wrong key, or the key it was written with was removed)"
+            ) from exc
+
+    def dump_message(self, message: Message) -> str:
+        return self._seal(message.to_json())
+
+    def dump_metadata(self, metadata: Mapping[str, Any]) -> str:
+        return self._seal(super().dump_metadata(metadata))
+
+    def decode_sealed(self, record: Mapping[str, Any], session_id: str) -> str:
+        return self._open(record, session_id)
