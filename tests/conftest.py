@@ -24,7 +24,10 @@ POSTGRES_URL = os.environ.get(
 )
 MARIADB_URL = os.environ.get("AGENTSESSION_TEST_MARIADB", "mysql://root@127.0.0.1:3306/test")
 
-STORES = ["memory", "sqlite", "redis", "postgresql", "mariadb"]
+ALL_STORES = ["memory", "sqlite", "redis", "postgresql", "mariadb"]
+# a nox cell that tests one AutoGen version runs on the embedded stores only
+_chosen = os.environ.get("AGENTSESSION_TEST_STORES", "")
+STORES = [s for s in ALL_STORES if not _chosen or s in _chosen.split(",")]
 DURABLE_STORES = [s for s in STORES if s != "memory"]
 SERVER_STORES = {"redis": REDIS_URL, "postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
 FAMILIES = ["legacy", "agentchat"]

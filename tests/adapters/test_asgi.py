@@ -8,9 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from itsdangerous import URLSafeTimedSerializer
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -21,7 +19,6 @@ from support import SECRET, CountingStore, set_cookie_headers
 
 from agentsession import AsyncSessionManager, new_session_id
 from agentsession.adapters.asgi import AgentSessionMiddleware, get_session
-from agentsession.adapters.fastapi import AgentSessionDep
 from agentsession.offline import offline_agent_factory, user_messages_seen
 
 
@@ -280,16 +277,11 @@ def test_websocket_gets_the_session_of_its_handshake_cookie() -> None:
     assert user_messages_seen(reply) == 2
 
 
-class Body(BaseModel):
-    text: str
-
-
 def test_fastapi_dependency() -> None:
-    api = FastAPI()
+    pytest.importorskip("fastapi")
+    from fastapi_app import build_fastapi
 
-    @api.post("/chat")
-    async def chat(body: Body, session: AgentSessionDep) -> dict[str, Any]:
-        return {"reply": await session.send(body.text), "id": await session.session_id()}
+    api = build_fastapi()
 
     app = AgentSessionMiddleware(
         api, AsyncSessionManager(offline_agent_factory(), "memory://"), secret_key=SECRET

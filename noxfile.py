@@ -1,0 +1,238 @@
+"""The test matrix: every AutoGen API break and framework version agentsession supports.
+
+    nox -l                                  # the cells, as a table
+    nox -s "autogen(agentchat-0.4.2)"       # one cell
+    nox -t autogen                          # every AutoGen cell (also: -t framework)
+
+The cells below are also the source of docs/versions.md (``nox -s versions`` rewrites it; a test
+checks they agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "types", "docs", "autogen", "framework"]
+
+ROOT = Path(__file__).parent
+PYTHON = "3.11"
+
+
+@dataclass(frozen=True)
+class AutoGenCell:
+    id: str
+    family: str  # the family the cell proves ("legacy", "agentchat", "both")
+    packages: tuple[str, ...]
+    note: str
+    clobbered: bool = False
+
+
+@dataclass(frozen=True)
+class FrameworkCell:
+    id: str
+    packages: tuple[str, ...]
+    tests: tuple[str, ...]
+    note: str
+
+
+AUTOGEN_CELLS = [
+    AutoGenCell(
+        "legacy-pyautogen-0.2.35",
+        "legacy",
+        ("pyautogen==0.2.35",),
+        "Microsoft's last pyautogen 0.2",
+    ),
+    AutoGenCell(
+        "legacy-autogen-agentchat-0.2.40",
+        "legacy",
+        ("autogen-agentchat==0.2.40",),
+        "the legacy API under the new name",
+    ),
+    AutoGenCell("legacy-ag2-0.9.10", "legacy", ("ag2==0.9.10",), "AG2, newest 0.9"),
+    AutoGenCell("legacy-autogen-0.14.1", "legacy", ("autogen==0.14.1",), "AG2 classic"),
+    AutoGenCell(
+        "agentchat-0.4.2", "agentchat", ("autogen-agentchat==0.4.2",), "oldest new-API release"
+    ),
+    AutoGenCell(
+        "agentchat-0.4.9.3",
+        "agentchat",
+        ("autogen-agentchat==0.4.9.3",),
+        "team state re-keyed; tool results need name/is_error (0.4.8)",
+    ),
+    AutoGenCell(
+        "agentchat-0.5.7", "agentchat", ("autogen-agentchat==0.5.7",), "public model_context"
+    ),
+    AutoGenCell(
+        "agentchat-0.6.4", "agentchat", ("autogen-agentchat==0.6.4",), "datetimes in dumped state"
+    ),
+    AutoGenCell("agentchat-0.7.5", "agentchat", ("autogen-agentchat==0.7.5",), "newest"),
+    AutoGenCell(
+        "agentchat-pyautogen-0.10.0",
+        "agentchat",
+        ("pyautogen==0.10.0",),
+        "pyautogen as a proxy for the new API",
+    ),
+    AutoGenCell(
+        "mixed-pyautogen-0.2.35-agentchat-0.7.5",
+        "both",
+        ("pyautogen==0.2.35", "autogen-agentchat==0.7.5"),
+        "both families side by side",
+    ),
+    AutoGenCell(
+        "clobbered-pyautogen-0.2.35-autogen-agentchat-0.2.40",
+        "legacy",
+        ("pyautogen==0.2.35", "autogen-agentchat==0.2.40"),
+        "two distributions in one autogen folder: doctor must flag it",
+        clobbered=True,
+    ),
+]
+
+ADAPTER_TESTS = ("tests/adapters", "tests/test_examples.py")
+SERVER_TOOLS = ("httpx>=0.27", "uvicorn>=0.23", "gunicorn>=22")
+FRAMEWORK_CELLS = [
+    FrameworkCell(
+        "flask-2.3",
+        ("flask==2.3.3", "werkzeug==2.3.8", *SERVER_TOOLS),
+        ("tests/adapters/test_wsgi_flask.py", "tests/test_examples.py"),
+        "oldest Flask",
+    ),
+    FrameworkCell(
+        "flask-3.1",
+        ("flask==3.1.3", *SERVER_TOOLS),
+        ("tests/adapters/test_wsgi_flask.py", "tests/test_examples.py"),
+        "newest Flask",
+    ),
+    FrameworkCell(
+        "starlette-0.37",
+        ("starlette==0.37.2", "httpx>=0.27,<0.28", "uvicorn>=0.23"),
+        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        "oldest Starlette",
+    ),
+    FrameworkCell(
+        "starlette-1.10",
+        ("starlette==1.10.0", *SERVER_TOOLS),
+        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        "newest Starlette",
+    ),
+    FrameworkCell(
+        "fastapi-0.165",
+        ("fastapi==0.165.0", *SERVER_TOOLS),
+        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        "newest FastAPI",
+    ),
+    FrameworkCell(
+        "django-5.2",
+        ("django==5.2.19", "flask>=2.3", *SERVER_TOOLS),
+        ("tests/test_examples.py",),
+        "newest Django, through the WSGI middleware",
+    ),
+]
+
+FAMILY_TESTS = (
+    "tests/families",
+    "tests/test_manager.py",
+    "tests/test_cli.py",
+    "tests/test_messages.py",
+)
+
+
+def install_agentsession(session: nox.Session, *packages: str) -> None:
+    """The package under test (editable) plus exactly the given pins."""
+    session.install("-e", ".", "pytest>=8", *packages)
+
+
+@nox.session(python=PYTHON, tags=["autogen"])
+@nox.parametrize("cell", AUTOGEN_CELLS, ids=[c.id for c in AUTOGEN_CELLS])
+def autogen(session: nox.Session, cell: AutoGenCell) -> None:
+    """One AutoGen distribution (or pair) installed; the families, engine and CLI tests."""
+    if cell.clobbered:
+        install_agentsession(session)
+        for package in cell.packages:  # one after the other: the second overwrites the first
+            session.install(package)
+        session.run(
+            "pytest", "tests/test_clobbered_install.py", env={"AGENTSESSION_EXPECT_CLOBBERED": "1"}
+        )
+        return
+    install_agentsession(session, *cell.packages)
+    required = "legacy,agentchat" if cell.family == "both" else cell.family
+    env = {"AGENTSESSION_REQUIRE_FAMILIES": required, "AGENTSESSION_TEST_STORES": "memory,sqlite"}
+    session.run("pytest", "-q", *FAMILY_TESTS, *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON, tags=["framework"])
+@nox.parametrize("cell", FRAMEWORK_CELLS, ids=[c.id for c in FRAMEWORK_CELLS])
+def framework(session: nox.Session, cell: FrameworkCell) -> None:
+    """One web framework version with the agentchat family: the adapter tests."""
+    install_agentsession(session, "autogen-agentchat==0.7.5", *cell.packages)
+    env = {"AGENTSESSION_TEST_STORES": "memory,sqlite"}
+    session.run("pytest", "-q", *cell.tests, *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The full suite with every extra: the README's test command."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def types(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy", "agentsession")
+    session.run("mypy", "--strict", "adapters")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Docs are Markdown read in place: every relative link must resolve, versions.md must be current."""
+    session.install("-e", ".", "nox")
+    session.run("python", "tools/check_docs.py")
+
+
+@nox.session(python=PYTHON)
+def versions(session: nox.Session) -> None:
+    """Rewrite docs/versions.md from the cells above."""
+    (ROOT / "docs" / "versions.md").write_text(render_versions())
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "psutil")
+    session.run("python", "-m", "bench", *(session.posargs or ["--quick"]))
+
+
+def render_versions() -> str:
+    lines = [
+        "# Supported versions",
+        "",
+        "Generated from `noxfile.py` by `nox -s versions`; `tests/test_noxfile.py` fails if they differ.",
+        'Each row is a nox cell that CI runs (`nox -s "autogen(<cell>)"`).',
+        "",
+        "## AutoGen",
+        "",
+        "| cell | family | installs | why it is in the matrix |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{c.id}` | {c.family} | `{' '.join(c.packages)}` | {c.note} |" for c in AUTOGEN_CELLS
+    ]
+    lines += ["", "## Web frameworks", "", "| cell | installs | why |", "|---|---|---|"]
+    lines += [f"| `{c.id}` | `{' '.join(c.packages)}` | {c.note} |" for c in FRAMEWORK_CELLS]
+    lines += [
+        "",
+        "Python 3.11 on CI. Legacy pyautogen 0.2.x needs Python < 3.13; ag2 0.x and `autogen` 0.14 run on newer Pythons.",
+        "",
+    ]
+    return "\n".join(lines)
