@@ -53,8 +53,11 @@ AgentFactory = Callable[..., Any | Awaitable[Any]]
 
 
 def new_session_id() -> str:
-    """An unguessable conversation id: 192 bits from ``secrets``."""
-    return secrets.token_urlsafe(24)
+    """An unguessable conversation id: 160 bits from ``secrets``, as hex.
+
+    Hex, not url-safe base64: an id starting with "-" would read as an option on a command line.
+    """
+    return secrets.token_hex(20)
 
 
 def _factory_takes_context(factory: AgentFactory) -> bool:

@@ -288,3 +288,13 @@ def test_sync_bridge_survives_fork(family: str, tmp_path: Path) -> None:
         assert child.exitcode == 0
         assert user_messages_seen(reply) == 2
         assert user_messages_seen(session.send("parent again")) == 3
+
+
+def test_session_ids_are_unguessable_and_command_line_safe() -> None:
+    from agentsession import new_session_id
+
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for session_id in ids:
+        assert len(session_id) * 4 >= 128  # hex: 4 bits a character
+        assert session_id.isalnum() and not session_id.startswith("-")

@@ -1,0 +1,1 @@
+"""agentsession benchmarks: ratios against baselines measured in the same run (``python -m bench``)."""

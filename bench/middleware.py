@@ -1,0 +1,285 @@
+"""Per-request overhead, in process (the ASGI/WSGI app called directly, no sockets).
+
+Routes: the bare app; the app behind agentsession with a route that ignores its session; one
+that loads it (reads the history of an existing two-message conversation); one that runs a turn
+with the offline model. Peers on the same store: starsessions and Flask-Session, each with a
+route that reads its session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ._report import Table, ms
+
+REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("AGENTSESSION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+SECRET = "bench-secret"
+
+
+def _asgi_request(app: Any, path: str, cookie: str | None) -> Callable[[], Any]:
+    headers = [(b"host", b"bench")]
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": headers, "http_version": "1.1", "scheme": "http", "server": ("bench", 80),
+             "client": ("127.0.0.1", 1), "root_path": ""}  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise AssertionError(f"{path}: status {message['status']}")
+
+    async def call() -> None:
+        await app(dict(scope), receive, send)
+
+    return call
+
+
+def _atime(loop: asyncio.AbstractEventLoop, call: Callable[[], Any], rounds: int, number: int) -> float:
+    async def measure() -> float:
+        for _ in range(number):
+            await call()
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(number):
+                await call()
+            samples.append((time.perf_counter() - start) / number)
+        return statistics.median(samples)
+
+    return loop.run_until_complete(measure())
+
+
+def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from agentsession import AsyncSessionManager
+    from agentsession.adapters.asgi import AgentSessionMiddleware, get_session
+    from agentsession.offline import offline_agent_factory
+
+    async def plain(request: Any) -> Any:
+        return PlainTextResponse("ok")
+
+    async def load(request: Any) -> Any:
+        return PlainTextResponse(str(len(await get_session(request.scope).history())))
+
+    async def turn(request: Any) -> Any:
+        return PlainTextResponse(await get_session(request.scope).send("benchmark turn"))
+
+    routes = [Route("/plain", plain), Route("/load", load), Route("/turn", turn)]
+    rows = []
+    loop = asyncio.new_event_loop()
+    bare = _atime(loop, _asgi_request(Starlette(routes=routes), "/plain", None), rounds, number)
+    rows.append(["starlette", "-", "bare app", ms(bare), 1.0])
+    for kind, url in stores.items():
+        manager = AsyncSessionManager(offline_agent_factory(), url)
+        app = AgentSessionMiddleware(Starlette(routes=routes), manager, secret_key=SECRET)
+        try:
+            session = manager.session()
+            loop.run_until_complete(session.send("hello"))
+        except Exception as exc:
+            rows.append(["starlette", kind, f"unavailable: {type(exc).__name__}", "", ""])
+            continue
+        cookie = f"agentsession={app.signer.sign(session.id)}"
+        for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
+            t = _atime(loop, _asgi_request(app, path, cookie), rounds, number)
+            rows.append(["starlette", kind, label, ms(t), round(t / bare, 3)])
+        fresh = manager.session()
+        loop.run_until_complete(fresh.send("hello"))
+        t = _atime(loop, _asgi_request(app, "/turn", f"agentsession={app.signer.sign(fresh.id)}"), rounds, max(3, number // 10))
+        rows.append(["starlette", kind, "runs one turn", ms(t), round(t / bare, 1)])
+        loop.run_until_complete(_drop(manager))
+    rows += _starsessions(loop, bare, rounds, number)
+    loop.close()
+    return rows
+
+
+async def _drop(manager: Any) -> None:
+    drop = getattr(manager.store, "drop", None)
+    if drop is not None:
+        await drop()
+    await manager.aclose()
+
+
+def _starsessions(loop: asyncio.AbstractEventLoop, bare: float, rounds: int, number: int) -> list[list[Any]]:
+    try:
+        from redis.asyncio import Redis
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+        from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+        from starsessions.stores.redis import RedisStore
+    except ImportError:
+        return []
+
+    async def load(request: Any) -> Any:
+        return PlainTextResponse(str(request.session.get("n", 0)))
+
+    async def write(request: Any) -> Any:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse("ok")
+
+    store = RedisStore(connection=Redis.from_url(REDIS_URL), prefix=f"bench-{uuid.uuid4().hex[:6]}")
+    app = Starlette(
+        routes=[Route("/load", load), Route("/write", write)],
+        middleware=[Middleware(SessionMiddleware, store=store, cookie_https_only=False), Middleware(SessionAutoloadMiddleware)],
+    )
+    cookie: dict[str, str] = {}
+
+    async def first() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            for name, value in message.get("headers", []):
+                if name == b"set-cookie":
+                    cookie["value"] = value.decode().split(";")[0]
+
+        await app({"type": "http", "method": "GET", "path": "/write", "headers": [], "query_string": b"",
+                   "root_path": "", "scheme": "http", "server": ("bench", 80)}, receive, send)  # fmt: skip
+
+    loop.run_until_complete(first())
+    t = _atime(loop, _asgi_request(app, "/load", cookie.get("value")), rounds, number)
+    return [["starlette", "redis", "starsessions: loads its session (peer)", ms(t), round(t / bare, 3)]]
+
+
+def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
+    from flask import Flask
+    from werkzeug.test import EnvironBuilder
+
+    from agentsession.adapters.flask import AgentSession, current_session
+    from agentsession.offline import offline_agent_factory
+
+    def call(app: Flask, path: str, cookie: str | None) -> Callable[[], Any]:
+        headers = {"Cookie": cookie} if cookie else {}
+        environ = EnvironBuilder(path=path, headers=headers).get_environ()
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            if not status.startswith("200"):
+                raise AssertionError(f"{path}: {status}")
+
+        def request() -> None:
+            for _ in app.wsgi_app(dict(environ), start_response):
+                pass
+
+        return request
+
+    def timed(fn: Callable[[], Any], n: int = number) -> float:
+        for _ in range(n):
+            fn()
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples.append((time.perf_counter() - start) / n)
+        return statistics.median(samples)
+
+    def routes(app: Flask, with_session: bool) -> None:
+        app.add_url_rule("/plain", "plain", lambda: "ok")
+        if with_session:
+            app.add_url_rule("/load", "load", lambda: str(len(current_session.history())))
+            app.add_url_rule("/turn", "turn", lambda: current_session.send("benchmark turn"))
+
+    bare_app = Flask("bare")
+    routes(bare_app, False)
+    bare = timed(call(bare_app, "/plain", None))
+    rows: list[list[Any]] = [["flask", "-", "bare app", ms(bare), 1.0]]
+    for kind, url in stores.items():
+        app = Flask(f"bench-{kind}")
+        app.secret_key = SECRET
+        app.config["AGENTSESSION_STORE"] = url
+        AgentSession(app, factory=offline_agent_factory())
+        routes(app, True)
+        state = app.extensions["agentsession"]
+        try:
+            session = state.manager.session()
+            session.send("hello")
+        except Exception as exc:
+            rows.append(["flask", kind, f"unavailable: {type(exc).__name__}", "", ""])
+            continue
+        cookie = f"agentsession={state.adapter.signer.sign(session.id)}"
+        for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
+            t = timed(call(app, path, cookie))
+            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
+        fresh = state.manager.session()
+        fresh.send("hello")
+        t = timed(call(app, "/turn", f"agentsession={state.adapter.signer.sign(fresh.id)}"), max(3, number // 10))
+        rows.append(["flask", kind, "runs one turn", ms(t), round(t / bare, 1)])
+        drop = getattr(state.manager.store, "drop", None)
+        if drop is not None:
+            state.manager._run(drop())
+    rows += _flask_session(timed, call, bare)
+    return rows
+
+
+def _flask_session(timed: Callable[..., float], call: Callable[..., Any], bare: float) -> list[list[Any]]:
+    try:
+        import redis
+        from flask import Flask, session
+        from flask_session import Session
+    except ImportError:
+        return []
+    rows = []
+    configs: dict[str, dict[str, Any]] = {"redis": {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(REDIS_URL)}}
+    try:
+        from flask_sqlalchemy import SQLAlchemy  # noqa: F401
+
+        configs["postgresql"] = {"SESSION_TYPE": "sqlalchemy", "SQLALCHEMY_DATABASE_URI": POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")}
+    except ImportError:
+        pass
+    for kind, config in configs.items():
+        app = Flask(f"flask-session-{kind}")
+        app.secret_key = SECRET
+        app.config.update(config, SESSION_KEY_PREFIX=f"bench-{uuid.uuid4().hex[:6]}:")
+        app.add_url_rule("/write", "write", lambda: session.__setitem__("n", 1) or "ok")
+        app.add_url_rule("/load", "load", lambda: str(session.get("n", 0)))
+        try:
+            Session(app)
+            with app.test_client() as client:
+                client.get("/write")
+                cookie = f"session={client.get_cookie('session').value}"
+        except Exception as exc:
+            rows.append(["flask", kind, f"Flask-Session unavailable: {type(exc).__name__}", "", ""])
+            continue
+        t = timed(call(app, "/load", cookie))
+        rows.append(["flask", kind, "Flask-Session: loads its session (peer)", ms(t), round(t / bare, 3)])
+    return rows
+
+
+def measure(quick: bool) -> list[Table]:
+    rounds, number = (5, 100) if quick else (15, 300)
+    tag = uuid.uuid4().hex[:8]
+    import tempfile
+
+    folder = tempfile.mkdtemp(dir=".")
+    stores = {
+        "memory": "memory://",
+        "sqlite": f"sqlite:///{folder}/mw.db",
+        "redis": f"{REDIS_URL}?prefix=bench-mw-{tag}:",
+        "postgresql": f"{POSTGRES_URL}?table_prefix=benchmw{tag}_",
+    }
+    rows = starlette_rows(stores, rounds, number) + flask_rows(stores, rounds, number)
+    return [
+        Table(
+            "Per-request cost in process (ms, median) and ratio to the bare app",
+            ["framework", "store", "route", "ms per request", "× bare app"],
+            rows,
+            notes=[
+                "'loads its session' reads the history of a 2-message conversation (cookie check, store read).",
+                "Peers read their own session from the same Redis/PostgreSQL server.",
+            ],
+        )
+    ]
