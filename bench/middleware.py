@@ -19,7 +19,9 @@ from typing import Any
 from ._report import Table, ms
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("AGENTSESSION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "AGENTSESSION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 SECRET = "bench-secret"
 
 
@@ -44,7 +46,9 @@ def _asgi_request(app: Any, path: str, cookie: str | None) -> Callable[[], Any]:
     return call
 
 
-def _atime(loop: asyncio.AbstractEventLoop, call: Callable[[], Any], rounds: int, number: int) -> float:
+def _atime(
+    loop: asyncio.AbstractEventLoop, call: Callable[[], Any], rounds: int, number: int
+) -> float:
     async def measure() -> float:
         for _ in range(number):
             await call()
@@ -97,7 +101,12 @@ def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[lis
             rows.append(["starlette", kind, label, ms(t), round(t / bare, 3)])
         fresh = manager.session()
         loop.run_until_complete(fresh.send("hello"))
-        t = _atime(loop, _asgi_request(app, "/turn", f"agentsession={app.signer.sign(fresh.id)}"), rounds, max(3, number // 10))
+        t = _atime(
+            loop,
+            _asgi_request(app, "/turn", f"agentsession={app.signer.sign(fresh.id)}"),
+            rounds,
+            max(3, number // 10),
+        )
         rows.append(["starlette", kind, "runs one turn", ms(t), round(t / bare, 1)])
         loop.run_until_complete(_drop(manager))
     rows += _starsessions(loop, bare, rounds, number)
@@ -112,7 +121,9 @@ async def _drop(manager: Any) -> None:
     await manager.aclose()
 
 
-def _starsessions(loop: asyncio.AbstractEventLoop, bare: float, rounds: int, number: int) -> list[list[Any]]:
+def _starsessions(
+    loop: asyncio.AbstractEventLoop, bare: float, rounds: int, number: int
+) -> list[list[Any]]:
     try:
         from redis.asyncio import Redis
         from starlette.applications import Starlette
@@ -134,7 +145,10 @@ def _starsessions(loop: asyncio.AbstractEventLoop, bare: float, rounds: int, num
     store = RedisStore(connection=Redis.from_url(REDIS_URL), prefix=f"bench-{uuid.uuid4().hex[:6]}")
     app = Starlette(
         routes=[Route("/load", load), Route("/write", write)],
-        middleware=[Middleware(SessionMiddleware, store=store, cookie_https_only=False), Middleware(SessionAutoloadMiddleware)],
+        middleware=[
+            Middleware(SessionMiddleware, store=store, cookie_https_only=False),
+            Middleware(SessionAutoloadMiddleware),
+        ],
     )
     cookie: dict[str, str] = {}
 
@@ -152,7 +166,9 @@ def _starsessions(loop: asyncio.AbstractEventLoop, bare: float, rounds: int, num
 
     loop.run_until_complete(first())
     t = _atime(loop, _asgi_request(app, "/load", cookie.get("value")), rounds, number)
-    return [["starlette", "redis", "starsessions: loads its session (peer)", ms(t), round(t / bare, 3)]]
+    return [
+        ["starlette", "redis", "starsessions: loads its session (peer)", ms(t), round(t / bare, 3)]
+    ]
 
 
 def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
@@ -216,7 +232,10 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
             rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
         fresh = state.manager.session()
         fresh.send("hello")
-        t = timed(call(app, "/turn", f"agentsession={state.adapter.signer.sign(fresh.id)}"), max(3, number // 10))
+        t = timed(
+            call(app, "/turn", f"agentsession={state.adapter.signer.sign(fresh.id)}"),
+            max(3, number // 10),
+        )
         rows.append(["flask", kind, "runs one turn", ms(t), round(t / bare, 1)])
         drop = getattr(state.manager.store, "drop", None)
         if drop is not None:
@@ -225,7 +244,9 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
     return rows
 
 
-def _flask_session(timed: Callable[..., float], call: Callable[..., Any], bare: float) -> list[list[Any]]:
+def _flask_session(
+    timed: Callable[..., float], call: Callable[..., Any], bare: float
+) -> list[list[Any]]:
     try:
         import redis
         from flask import Flask, session
@@ -233,11 +254,18 @@ def _flask_session(timed: Callable[..., float], call: Callable[..., Any], bare: 
     except ImportError:
         return []
     rows = []
-    configs: dict[str, dict[str, Any]] = {"redis": {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(REDIS_URL)}}
+    configs: dict[str, dict[str, Any]] = {
+        "redis": {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(REDIS_URL)}
+    }
     try:
         from flask_sqlalchemy import SQLAlchemy  # noqa: F401
 
-        configs["postgresql"] = {"SESSION_TYPE": "sqlalchemy", "SQLALCHEMY_DATABASE_URI": POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://")}
+        configs["postgresql"] = {
+            "SESSION_TYPE": "sqlalchemy",
+            "SQLALCHEMY_DATABASE_URI": POSTGRES_URL.replace(
+                "postgresql://", "postgresql+psycopg://"
+            ),
+        }
     except ImportError:
         pass
     for kind, config in configs.items():
@@ -255,7 +283,9 @@ def _flask_session(timed: Callable[..., float], call: Callable[..., Any], bare: 
             rows.append(["flask", kind, f"Flask-Session unavailable: {type(exc).__name__}", "", ""])
             continue
         t = timed(call(app, "/load", cookie))
-        rows.append(["flask", kind, "Flask-Session: loads its session (peer)", ms(t), round(t / bare, 3)])
+        rows.append(
+            ["flask", kind, "Flask-Session: loads its session (peer)", ms(t), round(t / bare, 3)]
+        )
     return rows
 
 
@@ -275,7 +305,7 @@ def measure(quick: bool) -> list[Table]:
     return [
         Table(
             "Per-request cost in process (ms, median) and ratio to the bare app",
-            ["framework", "store", "route", "ms per request", "× bare app"],
+            ["framework", "store", "route", "ms per request", "x bare app"],
             rows,
             notes=[
                 "'loads its session' reads the history of a 2-message conversation (cookie check, store read).",
