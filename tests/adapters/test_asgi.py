@@ -222,7 +222,7 @@ def test_owner_binding_refuses_another_user() -> None:
 
 
 def test_errors_map_to_statuses_never_500() -> None:
-    down, _ = build_app("redis://127.0.0.1:1/0")
+    down, _ = build_app("sqlite:////nonexistent-dir/agentsession/down.db")
     small, _ = build_app(max_message_bytes=10)
     busy, manager = build_app(lock_timeout=0.2)
 

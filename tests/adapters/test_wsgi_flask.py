@@ -68,7 +68,9 @@ def test_wsgi_ignored_session_costs_nothing_and_errors_map() -> None:
 
 
 def test_wsgi_store_down_is_503() -> None:
-    response = Client(wsgi_app("redis://127.0.0.1:1/0")).post("/", data="hello")
+    response = Client(wsgi_app("sqlite:////nonexistent-dir/agentsession/down.db")).post(
+        "/", data="hello"
+    )
     assert response.status_code == 503
 
 
