@@ -10,7 +10,6 @@ from types import ModuleType
 
 import httpx
 import pytest
-from werkzeug.test import Client
 
 from agentsession.offline import user_messages_seen
 
@@ -45,6 +44,7 @@ def test_asgi_examples(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 def test_flask_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("flask")
     client = load("flask_app", monkeypatch, tmp_path).app.test_client()
     client.post("/chat", json={"message": "hello"})
     reply = client.post("/chat", json={"message": "what did I say earlier?"}).json["reply"]
@@ -54,6 +54,8 @@ def test_flask_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_django_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip("django")
+    from werkzeug.test import Client  # Django needs no werkzeug; the test client is handy
+
     client = Client(load("django_app", monkeypatch, tmp_path).application)
     client.post("/chat", json={"message": "hello"})
     response = client.post("/chat", json={"message": "what did I say earlier?"})
