@@ -32,8 +32,12 @@ def chat(request):  # type: ignore[no-untyped-def]
 
 urlpatterns = [path("chat", chat)]
 
-manager = SessionManager(offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
-application = AgentSessionWSGIMiddleware(get_wsgi_application(), manager, secret_key=settings.SECRET_KEY)
+manager = SessionManager(
+    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+)
+application = AgentSessionWSGIMiddleware(
+    get_wsgi_application(), manager, secret_key=settings.SECRET_KEY
+)
 
 if __name__ == "__main__":
     from django.core.management import execute_from_command_line

@@ -22,5 +22,7 @@ async def chat(body: Chat, session: AgentSessionDep) -> dict:
     return {"reply": await session.send(body.message), "pid": os.getpid()}
 
 
-manager = AsyncSessionManager(offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+manager = AsyncSessionManager(
+    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+)
 app = AgentSessionMiddleware(api, manager, secret_key=os.environ.get("SECRET_KEY", "change me"))

@@ -11,7 +11,9 @@ from agentsession import AsyncSessionManager
 from agentsession.adapters.asgi import AgentSessionMiddleware
 from agentsession.offline import offline_agent_factory
 
-manager = AsyncSessionManager(offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+manager = AsyncSessionManager(
+    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+)
 
 
 async def chat(request: Request) -> JSONResponse:
