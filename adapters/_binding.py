@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -28,6 +28,7 @@ from agentsession.errors import (
 )
 from agentsession.manager import AsyncSessionManager, new_session_id
 from agentsession.messages import Message
+from agentsession.stores import Conversation
 
 logger = logging.getLogger("agentsession")
 
@@ -97,14 +98,37 @@ class TokenSigner:
 
 
 class SessionBinding:
-    """The conversation one request is bound to, resolved on first use."""
+    """The conversation one request is bound to, resolved on first use.
+
+    Nothing is read at construction: the token is found (``read_token(source)``), its
+    signature checked and the owner asked (``read_owner(source)``) only when the handler
+    first touches its session, so a request that ignores it costs one small object.
+    """
+
+    __slots__ = (
+        "adopted",
+        "engine",
+        "id",
+        "read_owner",
+        "read_token",
+        "signer",
+        "source",
+        "written",
+    )
 
     def __init__(
-        self, engine: AsyncSessionManager, claimed: str | None, owner: str | None = None
+        self,
+        engine: AsyncSessionManager,
+        signer: TokenSigner,
+        source: Any,
+        read_token: Callable[[Any], str | None],
+        read_owner: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.engine = engine
-        self.claimed = claimed
-        self.owner = owner
+        self.signer = signer
+        self.source = source
+        self.read_token = read_token
+        self.read_owner = read_owner
         self.id: str | None = None
         self.adopted = False
         self.written = False
@@ -116,26 +140,43 @@ class SessionBinding:
     @property
     def needs_cookie(self) -> bool:
         """Send the id back when the session was used and exists (sliding expiry)."""
-        return self.used and (self.adopted or self.written)
+        return self.id is not None and (self.adopted or self.written)
 
-    async def resolve(self) -> str:
+    def _owner(self) -> str | None:
+        return self.read_owner(self.source) if self.read_owner is not None else None
+
+    async def resolve(self, conversation: Conversation | None = None) -> str:
+        """The conversation id: the claimed one if it may be adopted, else a fresh one.
+
+        ``conversation`` is the claimed conversation when the caller already loaded it
+        (``history`` does, to answer in one round trip).
+        """
         if self.id is not None:
             return self.id
-        if self.claimed is not None:
-            info = await self.engine.info(self.claimed)
-            if info is not None and self._may_use(info.metadata):
-                self.id, self.adopted = self.claimed, True
+        claimed = self.signer.unsign(self.read_token(self.source))
+        owner = self._owner()
+        if claimed is not None:
+            metadata = (
+                conversation.metadata
+                if conversation is not None
+                else await self._metadata_of(claimed)
+            )
+            if metadata is not None and _may_use(metadata, owner):
+                self.id, self.adopted = claimed, True
                 return self.id
             logger.info("refused a session id the store does not hold for this client")
         self.id = new_session_id()
-        if self.owner is not None:
-            await self.engine.set_metadata(self.id, {OWNER_KEY: self.owner})
+        if owner is not None:
+            await self.engine.set_metadata(self.id, {OWNER_KEY: owner})
             self.written = True
         return self.id
 
-    def _may_use(self, metadata: Mapping[str, Any]) -> bool:
-        stored = metadata.get(OWNER_KEY)
-        return stored is None or stored == self.owner
+    async def _metadata_of(self, session_id: str) -> Mapping[str, Any] | None:
+        info = await self.engine.info(session_id)
+        return None if info is None else info.metadata
+
+    async def session_id(self) -> str:
+        return await self.resolve()
 
     async def send(self, text: str) -> str:
         session_id = await self.resolve()
@@ -144,15 +185,29 @@ class SessionBinding:
         return reply
 
     async def history(self) -> list[Message]:
-        return await self.engine.history(await self.resolve())
+        if self.id is None:
+            claimed = self.signer.unsign(self.read_token(self.source))
+            if claimed is None:
+                await self.resolve()
+                return []
+            # one store read both checks the claim and answers
+            conversation = await self.engine.store.load(claimed)
+            if conversation is None:
+                await self.resolve(conversation)
+                return []
+            if await self.resolve(conversation) == claimed:
+                return conversation.messages
+            return []
+        return await self.engine.history(self.id)
 
     async def metadata(self) -> dict[str, Any]:
         return await self.engine.metadata(await self.resolve())
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         merged = dict(metadata)
-        if self.owner is not None:
-            merged[OWNER_KEY] = self.owner
+        owner = self._owner()
+        if owner is not None:
+            merged[OWNER_KEY] = owner
         await self.engine.set_metadata(await self.resolve(), merged)
         self.written = True
 
@@ -169,6 +224,11 @@ class SessionBinding:
         self.id = await self.engine.rotate(await self.resolve())
         self.written = True
         return self.id
+
+
+def _may_use(metadata: Mapping[str, Any], owner: str | None) -> bool:
+    stored = metadata.get(OWNER_KEY)
+    return stored is None or stored == owner
 
 
 @dataclass(frozen=True)

@@ -30,21 +30,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "agent_session"
 
 
-class AsyncRequestSession:
-    """The request's conversation: the ``AsyncSession`` methods, resolved lazily."""
-
-    def __init__(self, binding: SessionBinding) -> None:
-        self._binding = binding
-        self.send = binding.send
-        self.history = binding.history
-        self.metadata = binding.metadata
-        self.set_metadata = binding.set_metadata
-        self.reset = binding.reset
-        self.delete = binding.delete
-        self.rotate = binding.rotate
-
-    async def session_id(self) -> str:
-        return await self._binding.resolve()
+AsyncRequestSession = SessionBinding
+"""The request's conversation: ``send``, ``history``, ``metadata``, ``set_metadata``, ``reset``,
+``delete``, ``rotate`` and ``session_id``, all awaited, resolved on first use."""
 
 
 def get_session(scope: Scope) -> AsyncRequestSession:
@@ -90,26 +78,30 @@ class AgentSessionMiddleware:
             raise exc
         return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def _token(self, scope: Scope) -> str | None:
         header_token, cookie_header = None, None
         for name, value in scope.get("headers", ()):
             if name == self._header:
                 header_token = value.decode("latin-1")
             elif name == b"cookie":
                 cookie_header = value.decode("latin-1")
-        claimed = self.signer.unsign(self.cookie.token_from(header_token, cookie_header))
-        binding = SessionBinding(self.manager, claimed, self.owner(scope) if self.owner else None)
-        session = AsyncRequestSession(binding)
-        scope[SCOPE_KEY] = session
-        scope.setdefault("state", {})[SCOPE_KEY] = session
+        return self.cookie.token_from(header_token, cookie_header)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        binding = SessionBinding(self.manager, self.signer, scope, self._token, self.owner)
+        scope[SCOPE_KEY] = binding
+        if "state" in scope:
+            scope["state"][SCOPE_KEY] = binding
+        else:
+            scope["state"] = {SCOPE_KEY: binding}
         started = False
 
         async def send_with_cookie(message: Message) -> None:
             nonlocal started
-            if message["type"] in ("http.response.start", "websocket.accept"):
+            if not started and message["type"] in ("http.response.start", "websocket.accept"):
                 started = True
                 if binding.needs_cookie and binding.id is not None:
                     token = self.signer.sign(binding.id)

@@ -122,8 +122,9 @@ def _state() -> _AppState:
 def _binding() -> SessionBinding:
     if "agentsession_binding" not in g:
         state = _state()
+        owner = state.owner
         g.agentsession_binding = state.adapter.bind(
-            request.environ, state.owner() if state.owner else None
+            request.environ, (lambda environ: owner()) if owner is not None else None
         )
     return cast(SessionBinding, g.agentsession_binding)
 

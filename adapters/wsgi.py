@@ -81,11 +81,14 @@ class SyncAdapter:
         self.busy_status = busy_status
         self._environ_header = "HTTP_" + self.cookie.header.upper().replace("-", "_")
 
-    def bind(self, environ: Mapping[str, Any], owner: str | None) -> SessionBinding:
-        token = self.cookie.token_from(
-            environ.get(self._environ_header), environ.get("HTTP_COOKIE")
-        )
-        return SessionBinding(self.manager.engine, self.signer.unsign(token), owner)
+    def _token(self, environ: Mapping[str, Any]) -> str | None:
+        return self.cookie.token_from(environ.get(self._environ_header), environ.get("HTTP_COOKIE"))
+
+    def bind(
+        self, environ: Mapping[str, Any], read_owner: Callable[[Any], str | None] | None = None
+    ) -> SessionBinding:
+        """A lazy binding: nothing is read until the handler uses its session."""
+        return SessionBinding(self.manager.engine, self.signer, environ, self._token, read_owner)
 
     def response_headers(self, binding: SessionBinding) -> list[tuple[str, str]]:
         if not binding.needs_cookie or binding.id is None:
@@ -110,7 +113,7 @@ class AgentSessionWSGIMiddleware:
         self.owner = owner
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        binding = self.adapter.bind(environ, self.owner(environ) if self.owner else None)
+        binding = self.adapter.bind(environ, self.owner)
         environ[ENVIRON_KEY] = RequestSession(binding)
 
         def start_with_cookie(

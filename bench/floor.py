@@ -109,7 +109,7 @@ def measure(quick: bool) -> tuple[Table, dict[str, Any]]:
         "The floor: one durable write, measured in this run",
         ["store", "operation", "median ms"],
         notes=[
-            "agentsession's SQLite store runs WAL at synchronous=NORMAL (FULL shown for scale)."
+            "agentsession's SQLite store commits turns at synchronous=FULL (durable); its leases at OFF."
         ],
     )
     names = {

@@ -84,7 +84,8 @@ def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[lis
     routes = [Route("/plain", plain), Route("/load", load), Route("/turn", turn)]
     rows = []
     loop = asyncio.new_event_loop()
-    bare = _atime(loop, _asgi_request(Starlette(routes=routes), "/plain", None), rounds, number)
+    same_cookie = "agentsession=" + "x" * 90  # the bare app parses the same headers
+    bare = _atime(loop, _asgi_request(Starlette(routes=routes), "/plain", same_cookie), rounds, number)
     rows.append(["starlette", "-", "bare app", ms(bare), 1.0])
     for kind, url in stores.items():
         manager = AsyncSessionManager(offline_agent_factory(), url)
@@ -210,8 +211,9 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
             app.add_url_rule("/turn", "turn", lambda: current_session.send("benchmark turn"))
 
     bare_app = Flask("bare")
+    bare_app.secret_key = SECRET  # same session machinery and headers as the apps below
     routes(bare_app, False)
-    bare = timed(call(bare_app, "/plain", None))
+    bare = timed(call(bare_app, "/plain", "agentsession=" + "x" * 90))
     rows: list[list[Any]] = [["flask", "-", "bare app", ms(bare), 1.0]]
     for kind, url in stores.items():
         app = Flask(f"bench-{kind}")

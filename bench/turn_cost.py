@@ -263,17 +263,14 @@ def measure(quick: bool, floors: dict[str, Any], family: str = "agentchat") -> l
             table.rows.append([*row, "", ""])
             continue
         base.setdefault(kind, cached)
-        floor = floors.get(
-            kind
-            if kind != "OpenAI Agents SQLiteSession" and kind != "LangGraph SqliteSaver"
-            else "sqlite"
-        )
+        # the SQLite store commits at synchronous=FULL: compare with the FULL floor
+        floor = floors.get("sqlite_full" if kind == "sqlite" else kind)
         ratio_floor = round(cached / ms(floor), 2) if floor else ""
         table.rows.append([*row, round(cached / base[kind], 2), ratio_floor])
     for peer in peers:
         kind, _length, cached = peer[0], peer[1], peer[2]
         base.setdefault(kind, cached)
-        floor = floors.get("sqlite")
+        floor = floors.get("sqlite_full")
         table.rows.append(
             [*peer, round(cached / base[kind], 2), round(cached / ms(floor), 2) if floor else ""]
         )
