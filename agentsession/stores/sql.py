@@ -4,7 +4,8 @@ Tables (prefix ``agentsession_`` by default, ``?table_prefix=`` to change): conv
 messages (one row per message, primary key (session_id, seq)), leases and schema. One
 transaction per turn; the version check in the ``UPDATE`` fences a writer whose lease was
 lost. SQLAlchemy's sync engine runs in worker threads (``asyncio.to_thread``), with a
-connection pool that pings before use, so the app reconnects by itself after a restart.
+connection pool that drops dead connections and retries once, so the app reconnects by itself
+after a server restart.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class SQLStore(Store):
         self.engine = sa.create_engine(
             url,
             pool_size=pool_size,
-            pool_pre_ping=True,
+            # no pre-ping round trip per checkout: a dead connection is retried once instead
+            pool_pre_ping=False,
             pool_recycle=1800,
             connect_args=connect_args,
         )
@@ -136,21 +138,25 @@ class SQLStore(Store):
         return await asyncio.to_thread(self._call, fn)
 
     def _call(self, fn: Callable[[Connection], T]) -> T:
-        try:
-            if not self._ready:
-                self._create_tables()
-            with self.engine.begin() as conn:
-                return fn(conn)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise StoreUnavailable(
-                f"{self.dialect} at {self._display} is unavailable: {exc.orig}"
-            ) from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(
-                    f"{self.dialect} at {self._display} dropped the connection"
-                ) from exc
-            raise
+        for attempt in (1, 2):
+            try:
+                if not self._ready:
+                    self._create_tables()
+                with self.engine.begin() as conn:
+                    return fn(conn)
+            except sa_exc.DBAPIError as exc:
+                # a pooled connection that died with a server restart: the pool has dropped
+                # it, so one retry reconnects. A retried write is fenced by its version check.
+                if exc.connection_invalidated and attempt == 1:
+                    continue
+                if exc.connection_invalidated or isinstance(
+                    exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
+                ):
+                    raise StoreUnavailable(
+                        f"{self.dialect} at {self._display} is unavailable: {exc.orig}"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")
 
     def _cutoff(self) -> float:
         return 0.0 if self.ttl is None else time.time() - self.ttl  # MySQL has no -inf
