@@ -130,26 +130,32 @@ class AsyncSessionManager:
                 f"the message is {size} bytes; the limit is {self.max_message_bytes} "
                 "(max_message_bytes)"
             )
-        async with self._turn_lock(session_id):
-            info = await self.store.info(session_id)
-            if info is None:
-                await self.store.create(session_id, {})
-                version, count = 0, 0
-                live = None
-            else:
-                version, count = info.version, info.message_count
-                live = self._cache.take(session_id, version)
-            if self.max_messages is not None and count + 2 > self.max_messages:
-                raise ConversationFull(
-                    f"session {session_id!r} holds {count} messages; the limit is "
-                    f"{self.max_messages} (max_messages). Reset it or start a new session."
-                )
-            if live is None:
-                driver = await self._build(session_id, info.metadata if info else {}, version)
-            else:
-                driver = live.driver
-            added = await driver.run_turn(text, sender or self.sender)
-            new_version = await self.store.append(session_id, added, version)
+        async with self._local_lock(session_id):
+            token, info = await self._begin_turn(session_id)
+            released = False
+            try:
+                if info is None:
+                    await self.store.create(session_id, {})
+                    version, count, live = 0, 0, None
+                else:
+                    version, count = info.version, info.message_count
+                    live = self._cache.take(session_id, version)
+                if self.max_messages is not None and count + 2 > self.max_messages:
+                    raise ConversationFull(
+                        f"session {session_id!r} holds {count} messages; the limit is "
+                        f"{self.max_messages} (max_messages). Reset it or start a new session."
+                    )
+                if live is None:
+                    metadata = info.metadata if info else {}
+                    driver = await self._build(session_id, metadata, version)
+                else:
+                    driver = live.driver
+                added = await driver.run_turn(text, sender or self.sender)
+                released = True  # finish_turn releases the lease whatever happens
+                new_version = await self.store.finish_turn(session_id, added, version, token)
+            finally:
+                if not released:
+                    await self.store.release(session_id, token)
             self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
             return added
 
@@ -174,8 +180,8 @@ class AsyncSessionManager:
             task.add_done_callback(_log_close_failure)
 
     @asynccontextmanager
-    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
-        deadline = time.monotonic() + self.lock_timeout
+    async def _local_lock(self, session_id: str) -> AsyncIterator[None]:
+        """In-process serialisation, so local waiters queue instead of polling the store."""
         lock = self._locks.get(session_id)
         if lock is None:
             lock = self._locks[session_id] = asyncio.Lock()
@@ -184,20 +190,30 @@ class AsyncSessionManager:
         except asyncio.TimeoutError:
             raise SessionBusy(session_id, self.lock_timeout) from None
         try:
-            token = await self.store.acquire(session_id, self.lease_ttl)
-            delay = 0.002
-            while token is None:
-                if time.monotonic() >= deadline:
-                    raise SessionBusy(session_id, self.lock_timeout)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.1)
-                token = await self.store.acquire(session_id, self.lease_ttl)
+            yield
+        finally:
+            lock.release()
+
+    async def _begin_turn(self, session_id: str) -> tuple[str, SessionInfo | None]:
+        """Take the store lease (across processes), polling with backoff up to ``lock_timeout``."""
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.002
+        while (begun := await self.store.begin_turn(session_id, self.lease_ttl)) is None:
+            if time.monotonic() >= deadline:
+                raise SessionBusy(session_id, self.lock_timeout)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+        return begun
+
+    @asynccontextmanager
+    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Both locks, for operations other than turns (metadata, reset, delete, rotate)."""
+        async with self._local_lock(session_id):
+            token, _ = await self._begin_turn(session_id)
             try:
                 yield
             finally:
                 await self.store.release(session_id, token)
-        finally:
-            lock.release()
 
     # -- reading and housekeeping ----------------------------------------------------
 

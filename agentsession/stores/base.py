@@ -195,6 +195,31 @@ class Store(ABC):
     async def release(self, session_id: str, token: str) -> None:
         """Give the lease back if ``token`` still holds it."""
 
+    async def begin_turn(
+        self, session_id: str, ttl: float
+    ) -> tuple[str, SessionInfo | None] | None:
+        """Take the lease and read the summary; None if another holds the lease.
+
+        Stores that can do both in one round trip override this.
+        """
+        token = await self.acquire(session_id, ttl)
+        if token is None:
+            return None
+        try:
+            return token, await self.info(session_id)
+        except BaseException:
+            await self.release(session_id, token)
+            raise
+
+    async def finish_turn(
+        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+    ) -> int:
+        """``append`` then ``release``, always releasing; stores may do both in one round trip."""
+        try:
+            return await self.append(session_id, messages, expected_version)
+        finally:
+            await self.release(session_id, token)
+
     @abstractmethod
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""

@@ -34,16 +34,18 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 T = TypeVar("T")
 Arg = str | int | float | bytes
 
-# KEYS: meta, messages, index. ARGV: expected version, now, ttl ms, session id, messages…
+# KEYS: meta, messages, index, lease. ARGV: expected version, now, ttl ms, session id,
+# lease token to release ('' for none), messages…  (the script is atomic: order is free)
 _APPEND = """
+if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL', KEYS[4]) end
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return {-1, 0} end
 if tonumber(version) ~= tonumber(ARGV[1]) then return {-2, tonumber(version)} end
-for i = 5, #ARGV, 1000 do
+for i = 6, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HINCRBY', KEYS[1], 'count', #ARGV - 4)
+redis.call('HINCRBY', KEYS[1], 'count', #ARGV - 5)
 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 if tonumber(ARGV[3]) > 0 then
@@ -94,6 +96,12 @@ redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
 return 1
 """
 
+# KEYS: lease, meta. ARGV: token, lease ms
+_BEGIN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return {1, redis.call('HGETALL', KEYS[2])}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -129,6 +137,7 @@ class RedisStore(Store):
         self._bump_script = self.client.register_script(_BUMP)
         self._rename = self.client.register_script(_RENAME)
         self._release = self.client.register_script(_RELEASE)
+        self._begin = self.client.register_script(_BEGIN)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -221,12 +230,28 @@ class RedisStore(Store):
     async def append(
         self, session_id: str, messages: Sequence[Message], expected_version: int
     ) -> int:
+        return await self._append_releasing(session_id, messages, expected_version, "")
+
+    async def finish_turn(
+        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+    ) -> int:
+        return await self._append_releasing(session_id, messages, expected_version, token)
+
+    async def _append_releasing(
+        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+    ) -> int:
         meta, stored = self._keys(session_id)
         bodies = [self.codec.dump_message(m) for m in messages]
-        args: list[Arg] = [expected_version, time.time(), self._ttl_ms(), session_id, *bodies]
-        status, version = await self._call(
-            self._append(keys=[meta, stored, self._index], args=args)
-        )
+        args: list[Arg] = [
+            expected_version,
+            time.time(),
+            self._ttl_ms(),
+            session_id,
+            token,
+            *bodies,
+        ]
+        keys = [meta, stored, self._index, self._lease_key(session_id)]
+        status, version = await self._call(self._append(keys=keys, args=args))
         if status == -1:
             raise SessionNotFound(session_id)
         if status == -2:
@@ -234,6 +259,18 @@ class RedisStore(Store):
                 f"session {session_id!r} is at version {version}, expected {expected_version}"
             )
         return int(status)
+
+    async def begin_turn(
+        self, session_id: str, ttl: float
+    ) -> tuple[str, SessionInfo | None] | None:
+        token = secrets.token_hex(16)
+        keys = [self._lease_key(session_id), self._keys(session_id)[0]]
+        reply = await self._call(self._begin(keys=keys, args=[token, max(1, int(ttl * 1000))]))
+        if not reply[0]:
+            return None
+        flat = reply[1]
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        return token, (self._info(session_id, raw) if raw else None)
 
     async def _bump(self, session_id: str, mode: str, metadata: str = "") -> int:
         meta, messages = self._keys(session_id)

@@ -250,38 +250,55 @@ class SQLStore(Store):
         self, session_id: str, messages: Sequence[Message], expected_version: int
     ) -> int:
         bodies = [self.codec.dump_message(m) for m in messages]
+        return await self._run(
+            lambda conn: self._append_in(conn, session_id, bodies, expected_version)
+        )
+
+    async def finish_turn(
+        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+    ) -> int:
+        bodies = [self.codec.dump_message(m) for m in messages]
 
         def write(conn: Connection) -> int:
-            c = self.conversations.c
-            # the row lock taken by this UPDATE serialises writers; the version check fences
-            bumped = conn.execute(
-                sa.update(self.conversations)
-                .where(self._live(session_id), c.version == expected_version)
-                .values(
-                    version=c.version + 1,
-                    message_count=c.message_count + len(bodies),
-                    updated_at=time.time(),
-                )
-            ).rowcount
-            if not bumped:
-                self._raise_missing_or_conflict(conn, session_id, expected_version)
-            count = int(
-                conn.execute(
-                    sa.select(c.message_count).where(c.session_id == session_id)
-                ).scalar_one()
-            )
-            start = count - len(bodies)
-            if bodies:
-                conn.execute(
-                    sa.insert(self.messages),
-                    [
-                        {"session_id": session_id, "seq": start + i, "body": b}
-                        for i, b in enumerate(bodies)
-                    ],
-                )
-            return expected_version + 1
+            version = self._append_in(conn, session_id, bodies, expected_version)
+            self._release_in(conn, session_id, token)
+            return version
 
-        return await self._run(write)
+        try:
+            return await self._run(write)
+        except BaseException:
+            await self.release(session_id, token)  # the append rolled back, and the release with it
+            raise
+
+    def _append_in(
+        self, conn: Connection, session_id: str, bodies: list[str], expected_version: int
+    ) -> int:
+        c = self.conversations.c
+        # the row lock taken by this UPDATE serialises writers; the version check fences
+        bumped = conn.execute(
+            sa.update(self.conversations)
+            .where(self._live(session_id), c.version == expected_version)
+            .values(
+                version=c.version + 1,
+                message_count=c.message_count + len(bodies),
+                updated_at=time.time(),
+            )
+        ).rowcount
+        if not bumped:
+            self._raise_missing_or_conflict(conn, session_id, expected_version)
+        count = int(
+            conn.execute(sa.select(c.message_count).where(c.session_id == session_id)).scalar_one()
+        )
+        start = count - len(bodies)
+        if bodies:
+            conn.execute(
+                sa.insert(self.messages),
+                [
+                    {"session_id": session_id, "seq": start + i, "body": b}
+                    for i, b in enumerate(bodies)
+                ],
+            )
+        return expected_version + 1
 
     def _raise_missing_or_conflict(self, conn: Connection, session_id: str, expected: int) -> None:
         current = conn.execute(
@@ -383,39 +400,57 @@ class SQLStore(Store):
 
         return await self._run(write)
 
+    def _acquire_in(self, conn: Connection, session_id: str, token: str, ttl: float) -> bool:
+        now = time.time()
+        lease = self.leases.c
+        taken = conn.execute(
+            sa.update(self.leases)
+            .where(lease.session_id == session_id, lease.expires_at < now)
+            .values(token=token, expires_at=now + ttl)
+        ).rowcount
+        if taken:
+            return True
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.insert(self.leases).values(
+                        session_id=session_id, token=token, expires_at=now + ttl
+                    )
+                )
+        except sa_exc.IntegrityError:
+            return False  # held by another, not yet expired
+        return True
+
+    def _release_in(self, conn: Connection, session_id: str, token: str) -> None:
+        lease = self.leases.c
+        conn.execute(
+            sa.delete(self.leases).where(lease.session_id == session_id, lease.token == token)
+        )
+
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
+        taken = await self._run(lambda conn: self._acquire_in(conn, session_id, token, ttl))
+        return token if taken else None
 
-        def write(conn: Connection) -> str | None:
-            now = time.time()
-            lease = self.leases.c
-            taken = conn.execute(
-                sa.update(self.leases)
-                .where(lease.session_id == session_id, lease.expires_at < now)
-                .values(token=token, expires_at=now + ttl)
-            ).rowcount
-            if taken:
-                return token
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        sa.insert(self.leases).values(
-                            session_id=session_id, token=token, expires_at=now + ttl
-                        )
-                    )
-            except sa_exc.IntegrityError:
-                return None  # held by another, not yet expired
-            return token
+    async def begin_turn(
+        self, session_id: str, ttl: float
+    ) -> tuple[str, SessionInfo | None] | None:
+        token = secrets.token_hex(16)
 
-        return await self._run(write)
+        def write(conn: Connection) -> tuple[bool, Any]:
+            if not self._acquire_in(conn, session_id, token, ttl):
+                return False, None
+            return True, conn.execute(
+                sa.select(self.conversations).where(self._live(session_id))
+            ).first()
+
+        taken, row = await self._run(write)
+        if not taken:
+            return None
+        return token, (None if row is None else self._info(row))
 
     async def release(self, session_id: str, token: str) -> None:
-        lease = self.leases.c
-        await self._run(
-            lambda conn: conn.execute(
-                sa.delete(self.leases).where(lease.session_id == session_id, lease.token == token)
-            )
-        )
+        await self._run(lambda conn: self._release_in(conn, session_id, token))
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
