@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import CorruptRecord, DecryptionError, UnknownSchemaVersion
 from ..messages import Message
@@ -99,6 +100,21 @@ class RecordCodec:
         if not isinstance(record, dict):
             raise CorruptRecord(session_id, f"a {what} record is not a JSON object")
         return record
+
+
+def take_url_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """Split agentsession's own query options (``ttl``, ``prefix``, …) off a store URL.
+
+    Returns the URL without them (what the driver library sees) and the options, with
+    ``ttl`` as a float.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    own: dict[str, Any] = {k: v for k, v in query if k in names}
+    if "ttl" in own:
+        own["ttl"] = float(own["ttl"])
+    rest = urlencode([(k, v) for k, v in query if k not in names])
+    return urlunsplit(parts._replace(query=rest)), own
 
 
 class Store(ABC):

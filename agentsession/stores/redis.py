@@ -15,11 +15,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConflictError, MissingDependency, SessionNotFound, StoreUnavailable
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store
+from .base import Conversation, SessionInfo, Store, take_url_options
 
 try:
     import redis.asyncio as aioredis
@@ -34,9 +34,18 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 T = TypeVar("T")
 Arg = str | int | float | bytes
 
+# refreshes the idle TTL of a conversation's hash and list (KEYS[1], KEYS[2])
+_EXPIRE = """
+if tonumber({ttl}) > 0 then
+    redis.call('PEXPIRE', KEYS[1], {ttl})
+    redis.call('PEXPIRE', KEYS[2], {ttl})
+end
+"""
+
 # KEYS: meta, messages, index, lease. ARGV: expected version, now, ttl ms, session id,
 # lease token to release ('' for none), messages…  (the script is atomic: order is free)
-_APPEND = """
+_APPEND = (
+    """
 if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL', KEYS[4]) end
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return {-1, 0} end
@@ -48,12 +57,12 @@ local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HINCRBY', KEYS[1], 'count', #ARGV - 5)
 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
-if tonumber(ARGV[3]) > 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], ARGV[3])
-end
+"""
+    + _EXPIRE.format(ttl="ARGV[3]")
+    + """
 return {new, 0}
 """
+)
 
 # KEYS: meta, messages, index. ARGV: now, ttl ms, session id, metadata
 _CREATE = """
@@ -67,7 +76,8 @@ return 1
 """
 
 # KEYS: meta, messages, index. ARGV: now, ttl ms, session id, mode ('metadata'|'reset'), metadata
-_BUMP = """
+_BUMP = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if ARGV[4] == 'metadata' then redis.call('HSET', KEYS[1], 'metadata', ARGV[5]) end
 if ARGV[4] == 'reset' then
@@ -77,12 +87,12 @@ end
 local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'updated', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
-if tonumber(ARGV[2]) > 0 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
+"""
+    + _EXPIRE.format(ttl="ARGV[2]")
+    + """
 return new
 """
+)
 
 # KEYS: meta, messages, new meta, new messages, index. ARGV: old id, new id, now
 _RENAME = """
@@ -106,8 +116,6 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-_OWN_OPTIONS = ("prefix", "ttl")
 
 
 class RedisStore(Store):
@@ -141,15 +149,8 @@ class RedisStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query)
-        own = {k: v for k, v in query if k in _OWN_OPTIONS}
-        if "prefix" in own:
-            options.setdefault("prefix", own["prefix"])
-        if "ttl" in own:
-            options.setdefault("ttl", float(own["ttl"]))
-        rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
-        return cls(urlunsplit(parts._replace(query=rest)), **options)
+        rest, own = take_url_options(url, ("prefix", "ttl"))
+        return cls(rest, **{**own, **options})
 
     # -- keys and plumbing ---------------------------------------------------------
 

@@ -15,11 +15,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConflictError, MissingDependency, SessionNotFound, StoreUnavailable
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store
+from .base import Conversation, SessionInfo, Store, take_url_options
 
 try:
     import sqlalchemy as sa
@@ -38,7 +38,6 @@ _DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mysql+pymysql",
 }
-_OWN_OPTIONS = ("table_prefix", "ttl")
 
 
 class SQLStore(Store):
@@ -104,16 +103,10 @@ class SQLStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query)
-        own = {k: v for k, v in query if k in _OWN_OPTIONS}
-        if "table_prefix" in own:
-            options.setdefault("table_prefix", own["table_prefix"])
-        if "ttl" in own:
-            options.setdefault("ttl", float(own["ttl"]))
+        rest, own = take_url_options(url, ("table_prefix", "ttl"))
+        parts = urlsplit(rest)
         scheme = parts.scheme if "+" in parts.scheme else _DRIVERS.get(parts.scheme, parts.scheme)
-        rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
-        return cls(urlunsplit(parts._replace(scheme=scheme, query=rest)), **options)
+        return cls(urlunsplit(parts._replace(scheme=scheme)), **{**own, **options})
 
     # -- plumbing ------------------------------------------------------------------
 
