@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._report import Table, ms
+from ._report import Table, median_time, ms
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -85,7 +85,9 @@ def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[lis
     rows = []
     loop = asyncio.new_event_loop()
     same_cookie = "agentsession=" + "x" * 90  # the bare app parses the same headers
-    bare = _atime(loop, _asgi_request(Starlette(routes=routes), "/plain", same_cookie), rounds, number)
+    bare = _atime(
+        loop, _asgi_request(Starlette(routes=routes), "/plain", same_cookie), rounds, number
+    )
     rows.append(["starlette", "-", "bare app", ms(bare), 1.0])
     for kind, url in stores.items():
         manager = AsyncSessionManager(offline_agent_factory(), url)
@@ -194,15 +196,7 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
         return request
 
     def timed(fn: Callable[[], Any], n: int = number) -> float:
-        for _ in range(n):
-            fn()
-        samples = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples.append((time.perf_counter() - start) / n)
-        return statistics.median(samples)
+        return median_time(fn, rounds=rounds, number=n, warmup=n)
 
     def routes(app: Flask, with_session: bool) -> None:
         app.add_url_rule("/plain", "plain", lambda: "ok")
