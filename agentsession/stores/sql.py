@@ -14,7 +14,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConflictError, MissingDependency, SessionNotFound, StoreUnavailable
@@ -61,6 +61,9 @@ class SQLStore(Store):
             pool_size=pool_size,
             # no pre-ping round trip per checkout: a dead connection is retried once instead
             pool_pre_ping=False,
+            # every use is inside engine.begin(), which commits or rolls back: a reset on
+            # return to the pool would only add a ROLLBACK round trip to each call
+            pool_reset_on_return=None,
             pool_recycle=1800,
             connect_args=connect_args,
         )
@@ -268,7 +271,7 @@ class SQLStore(Store):
     ) -> int:
         c = self.conversations.c
         # the row lock taken by this UPDATE serialises writers; the version check fences
-        bumped = conn.execute(
+        bump = (
             sa.update(self.conversations)
             .where(self._live(session_id), c.version == expected_version)
             .values(
@@ -276,12 +279,18 @@ class SQLStore(Store):
                 message_count=c.message_count + len(bodies),
                 updated_at=time.time(),
             )
-        ).rowcount
-        if not bumped:
-            self._raise_missing_or_conflict(conn, session_id, expected_version)
-        count = int(
-            conn.execute(sa.select(c.message_count).where(c.session_id == session_id)).scalar_one()
         )
+        if self.dialect == "postgresql":  # MariaDB has no UPDATE ... RETURNING
+            returned = conn.execute(bump.returning(c.message_count)).scalar()
+        elif conn.execute(bump).rowcount:
+            returned = conn.execute(
+                sa.select(c.message_count).where(c.session_id == session_id)
+            ).scalar()
+        else:
+            returned = None
+        if returned is None:
+            self._raise_missing_or_conflict(conn, session_id, expected_version)
+        count = int(returned)
         start = count - len(bodies)
         if bodies:
             conn.execute(
@@ -293,7 +302,9 @@ class SQLStore(Store):
             )
         return expected_version + 1
 
-    def _raise_missing_or_conflict(self, conn: Connection, session_id: str, expected: int) -> None:
+    def _raise_missing_or_conflict(
+        self, conn: Connection, session_id: str, expected: int
+    ) -> NoReturn:
         current = conn.execute(
             sa.select(self.conversations.c.version).where(self._live(session_id))
         ).scalar()
@@ -396,6 +407,20 @@ class SQLStore(Store):
     def _acquire_in(self, conn: Connection, session_id: str, token: str, ttl: float) -> bool:
         now = time.time()
         lease = self.leases.c
+        if self.dialect == "postgresql":  # one statement: insert, or take over an expired lease
+            from sqlalchemy.dialects.postgresql import insert
+
+            upsert = (
+                insert(self.leases)
+                .values(session_id=session_id, token=token, expires_at=now + ttl)
+                .on_conflict_do_update(
+                    index_elements=[lease.session_id],
+                    set_={"token": token, "expires_at": now + ttl},
+                    where=lease.expires_at < now,
+                )
+                .returning(lease.token)
+            )
+            return bool(conn.execute(upsert).scalar() == token)
         taken = conn.execute(
             sa.update(self.leases)
             .where(lease.session_id == session_id, lease.expires_at < now)
