@@ -16,7 +16,6 @@ _REGISTRY: dict[str, str] = {
     "redis": "agentsession.stores.redis:RedisStore",
     "rediss": "agentsession.stores.redis:RedisStore",
     "unix": "agentsession.stores.redis:RedisStore",
-    "redis+sentinel": "agentsession.stores.redis:RedisStore",
     "postgresql": "agentsession.stores.sql:SQLStore",
     "postgres": "agentsession.stores.sql:SQLStore",
     "mysql": "agentsession.stores.sql:SQLStore",
@@ -30,7 +29,7 @@ def register_store(scheme: str, target: str) -> None:
 
 
 def store_class(url: str) -> type[Store]:
-    scheme = urlsplit(url).scheme.split("+", 1)[0] if "+sentinel" not in url else "redis+sentinel"
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
     target = _REGISTRY.get(scheme)
     if target is None:
         known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
