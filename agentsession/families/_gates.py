@@ -15,6 +15,9 @@ LEGACY_BELOW = Version(
     "1.0"
 )  # ag2 1.0 dropped the `autogen` module (a different API, `import ag2`)
 LEGACY_TESTED = SpecifierSet(">=0.2.35,<0.15")
+LEGACY_IOSTREAM = Version("0.2.21")  # autogen.io.IOStream: output goes through a ContextVar
+LEGACY_CACHE_SEED_IGNORED = Version("0.8.2")  # ag2 LLMConfig drops cache_seed=None (ag2ai/ag2#1640)
+LEGACY_CACHE_OFF_BY_DEFAULT = Version("0.8.7")  # ag2 fixed #1640: no cache unless a seed is set
 
 # agentchat family: `import autogen_agentchat` (autogen-agentchat 0.4+, pyautogen 0.10)
 AGENTCHAT_MINIMUM = Version("0.4.2")  # oldest release whose save_state/load_state round-trips

@@ -1,13 +1,13 @@
 """The offline model for the legacy family (``import autogen``): a custom ``ModelClient``.
 
-    from agentsession.offline.legacy import build_assistant
+    from agentsession.offline.legacy import build_assistant, build_pair
 
-    assistant = build_assistant()                      # text only
-    user_proxy, assistant = build_assistant(tools=[add])  # tools run on the user proxy
+    assistant = build_assistant()                    # text only
+    user_proxy, assistant = build_pair(tools=[add])  # tools run on the user proxy
 
 Or wire it yourself: ``ConversableAgent(..., llm_config=offline_llm_config())``, register any
 tools, and only then ``agent.register_model_client(model_client_cls=OfflineModelClient)``
-(registering a tool rebuilds the agent's client and would drop a custom one).
+(registering a tool rebuilds the agent's client and drops a custom one).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ MODEL = "agentsession-offline"
 
 
 class _ExpectedNotice(logging.Filter):
-    """Drops AutoGen's INFO notice that the offline client must be registered: we always do."""
+    """Drops AutoGen's notice that the offline client awaits ``register_model_client``:
+    the helpers below always register it, and AG2 logs the notice at INFO to stderr."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "OfflineModelClient" not in record.getMessage()
@@ -37,33 +38,11 @@ logging.getLogger("autogen.oai.client").addFilter(_ExpectedNotice())
 
 
 def offline_llm_config(model: str = MODEL) -> dict[str, Any]:
-    """An ``llm_config`` for the offline client; ``cache_seed=None`` keeps AutoGen off the disk."""
+    """An ``llm_config`` for the offline client; ``cache_seed=None`` keeps replies uncached."""
     return {
-        "config_list": [{"model": model, "model_client_cls": "OfflineModelClient"}],
+        "config_list": [{"model": model, "model_client_cls": OfflineModelClient.__name__}],
         "cache_seed": None,
     }
-
-
-def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
-    """What the model was sent (system message first, tool responses flattened) as canonical."""
-    names: dict[str, str] = {}
-    out = []
-    for raw in messages:
-        role = raw.get("role")
-        for call in raw.get("tool_calls") or ():
-            names[str(call.get("id"))] = call["function"]["name"]
-        content = raw.get("content")
-        text = content if isinstance(content, str) or content is None else json.dumps(content)
-        if role in ("tool", "function"):
-            call_id = str(raw.get("tool_call_id", ""))
-            out.append(
-                Message(
-                    "tool", text, name=names.get(call_id) or raw.get("name"), tool_call_id=call_id
-                )
-            )
-        elif role in ("user", "assistant", "system"):
-            out.append(Message(role, text, name=raw.get("name")))
-    return out
 
 
 class OfflineModelClient:
@@ -78,9 +57,10 @@ class OfflineModelClient:
 
     def create(self, params: Mapping[str, Any]) -> SimpleNamespace:
         reply = compose_reply(_canonical(params.get("messages", [])))
+        message: str | dict[str, Any]
         if reply.tool_call is not None:
             call = reply.tool_call
-            message: Any = {
+            message = {
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
@@ -92,8 +72,9 @@ class OfflineModelClient:
                 ],
             }
         else:
-            message = reply.text
-        # AG2 classic (0.14) hands the response to message_retrieval() only if it has this
+            message = reply.text or ""
+        # AG2 classic (0.14) hands a response to message_retrieval() only if it has this
+        # attribute; otherwise it reads choices[i].message.content and drops tool calls
         return SimpleNamespace(
             choices=[SimpleNamespace(message=message)],
             model=self.model,
@@ -101,7 +82,7 @@ class OfflineModelClient:
             message_retrieval_function=None,
         )
 
-    def message_retrieval(self, response: Any) -> list[Any]:
+    def message_retrieval(self, response: Any) -> list[str | dict[str, Any]]:
         return [choice.message for choice in response.choices]
 
     def cost(self, response: Any) -> float:
@@ -118,28 +99,67 @@ class OfflineModelClient:
         }
 
 
+def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
+    """What the model was sent (system message first, tool results one per message)."""
+    names: dict[str, str] = {}  # a tool result names its call only by id
+    out = []
+    for raw in messages:
+        role = raw.get("role")
+        for call in raw.get("tool_calls") or ():
+            names[str(call.get("id"))] = call["function"]["name"]
+        content = raw.get("content")
+        text = content if isinstance(content, str) or content is None else json.dumps(content)
+        if role in ("tool", "function"):
+            call_id = str(raw.get("tool_call_id", ""))
+            name = names.get(call_id) or raw.get("name")
+            out.append(Message("tool", text, name=name, tool_call_id=call_id))
+        elif role in ("user", "assistant", "system"):
+            out.append(Message(role, text, name=raw.get("name")))
+    return out
+
+
 def build_assistant(
+    name: str = "assistant", system_message: str = "You are a helpful assistant."
+) -> ConversableAgent:
+    """An offline assistant without tools; agentsession pairs it with a user proxy."""
+    assistant = _offline_agent(name, system_message)
+    _use_offline_client(assistant)
+    return assistant
+
+
+def build_pair(
+    tools: Sequence[Callable[..., Any]] = (),
     name: str = "assistant",
     system_message: str = "You are a helpful assistant.",
-    tools: Sequence[Callable[..., Any]] = (),
     user_name: str = "user",
-) -> Any:
-    """An offline assistant, or a ``(user_proxy, assistant)`` pair when ``tools`` are given."""
-    assistant = ConversableAgent(
-        name,
-        system_message=system_message,
-        llm_config=offline_llm_config(),
-        human_input_mode="NEVER",
-        code_execution_config=False,
-    )
-    if not tools:
-        assistant.register_model_client(model_client_cls=OfflineModelClient)
-        return assistant
+) -> tuple[ConversableAgent, ConversableAgent]:
+    """``(user_proxy, assistant)``: each tool is offered to the assistant's model and
+    executed by the user proxy."""
+    assistant = _offline_agent(name, system_message)
     user = ConversableAgent(
         user_name, llm_config=False, human_input_mode="NEVER", code_execution_config=False
     )
     for tool in tools:
         description = (tool.__doc__ or tool.__name__).strip().splitlines()[0]
         register_function(tool, caller=assistant, executor=user, description=description)
-    assistant.register_model_client(model_client_cls=OfflineModelClient)  # after the tools
+    # after the tools: registering one rebuilds the assistant's client without custom ones
+    _use_offline_client(assistant)
     return user, assistant
+
+
+def _use_offline_client(agent: Any) -> None:
+    # typed Any: AG2 classic annotates model_client_cls as an instance, not a class
+    agent.register_model_client(model_client_cls=OfflineModelClient)
+
+
+def _offline_agent(name: str, system_message: str) -> ConversableAgent:
+    return ConversableAgent(
+        name,
+        system_message=system_message,
+        llm_config=offline_llm_config(),
+        human_input_mode="NEVER",
+        code_execution_config=False,
+    )
+
+
+__all__ = ["MODEL", "OfflineModelClient", "build_assistant", "build_pair", "offline_llm_config"]
