@@ -169,7 +169,11 @@ def autogen(session: nox.Session, cell: AutoGenCell) -> None:
 def framework(session: nox.Session, cell: FrameworkCell) -> None:
     """One web framework version with the agentchat family: the adapter tests."""
     install_agentsession(session, "autogen-agentchat==0.7.5", *cell.packages)
-    env = {"AGENTSESSION_TEST_STORES": "memory,sqlite"}
+    # each cell says which family it installs (CI requires both for the full suite)
+    env = {
+        "AGENTSESSION_TEST_STORES": "memory,sqlite",
+        "AGENTSESSION_REQUIRE_FAMILIES": "agentchat",
+    }
     session.run("pytest", "-q", *cell.tests, *session.posargs, env=env)
 
 
