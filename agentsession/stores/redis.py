@@ -324,17 +324,7 @@ class RedisStore(Store):
         if idle is None:
             return 0
         stale = await self._call(self.client.zrangebyscore(self._index, "-inf", time.time() - idle))
-        removed = 0
-        for raw_id in stale:
-            session_id = _decode(raw_id)
-            meta, messages = self._keys(session_id)
-            pipe = self.client.pipeline(transaction=True)
-            pipe.exists(meta)
-            pipe.delete(meta, messages, self._lease_key(session_id))
-            pipe.zrem(self._index, session_id)
-            existed, _, _ = await self._call(pipe.execute())
-            removed += int(bool(existed))
-        return removed
+        return sum([await self.delete(_decode(raw_id)) for raw_id in stale])
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
