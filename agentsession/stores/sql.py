@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -103,6 +104,7 @@ class SQLStore(Store):
         )
         self.metadata = metadata
         self._ready = False
+        self._ready_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
@@ -118,31 +120,51 @@ class SQLStore(Store):
         await self._run(lambda conn: None)
 
     def _create_tables(self) -> None:
-        self.metadata.create_all(self.engine, checkfirst=True)
-        version = sa.select(self.schema.c.version).where(self.schema.c.name == "store")
-        try:
-            with self.engine.begin() as conn:
-                if conn.execute(version).first() is None:
-                    conn.execute(
-                        sa.insert(self.schema).values(name="store", version=SQL_SCHEMA_VERSION)
-                    )
-        except sa_exc.IntegrityError:
-            pass  # another process recorded it first
-        self._ready = True
+        with self._ready_lock:  # threads of one process
+            if self._ready:
+                return
+            for attempt in range(5):
+                try:
+                    self.metadata.create_all(self.engine, checkfirst=True)
+                    break
+                except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError):
+                    # another process created them between the check and the CREATE
+                    # (PostgreSQL: a unique violation on pg_type; MariaDB: 1050 table
+                    # exists); checkfirst sees them on the next attempt
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            version = sa.select(self.schema.c.version).where(self.schema.c.name == "store")
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(version).first() is None:
+                        conn.execute(
+                            sa.insert(self.schema).values(name="store", version=SQL_SCHEMA_VERSION)
+                        )
+            except sa_exc.IntegrityError:
+                pass  # another process recorded it first
+            self._ready = True
 
     async def _run(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self._call, fn)
 
     def _call(self, fn: Callable[[Connection], T]) -> T:
-        for attempt in (1, 2):
+        attempts = 4
+        for attempt in range(1, attempts + 1):
             try:
                 if not self._ready:
                     self._create_tables()
                 with self.engine.begin() as conn:
                     return fn(conn)
             except sa_exc.DBAPIError as exc:
-                # a pooled connection that died with a server restart: the pool has dropped
-                # it, so one retry reconnects. A retried write is fenced by its version check.
+                last = attempt == attempts
+                # the transaction rolled back whole, so running it again is safe: a deadlock
+                # victim (concurrent inserts take gap locks on MariaDB), or a pooled connection
+                # that died with a server restart (the pool has dropped it). A retried write is
+                # fenced by its version check.
+                if _is_deadlock(exc) and not last:
+                    time.sleep(0.01 * attempt)
+                    continue
                 if exc.connection_invalidated and attempt == 1:
                     continue
                 if exc.connection_invalidated or isinstance(
@@ -480,6 +502,14 @@ class SQLStore(Store):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+
+
+def _is_deadlock(exc: sa_exc.DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in ("40P01", "40001"):  # PostgreSQL
+        return True
+    args: Any = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
 
 
 def _without_password(url: str) -> str:

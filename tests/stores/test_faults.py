@@ -242,3 +242,31 @@ def test_postgresql_outage_then_recovery(tmp_path: Path) -> None:
         subprocess.run([*pg, "start"], capture_output=True)
         _wait_port(5432, up=True, seconds=60)
         drop_store("postgresql", url)
+
+
+FIRST_USE = textwrap.dedent(
+    """
+    import asyncio, sys, uuid
+    from agentsession.stores import open_store
+    async def main():
+        store = open_store(sys.argv[1])
+        # many first uses at once in one process too: threads race on table creation
+        await asyncio.gather(*(store.create(uuid.uuid4().hex, {}) for _ in range(8)))
+        await store.close()
+    asyncio.run(main())
+    """
+)
+
+
+def test_first_use_by_several_processes_at_once(durable_store_url: str) -> None:
+    """Workers of a fresh deployment all create the schema on their first request."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_USE, durable_store_url], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0, 0], errors
+    with SessionManager(offline_agent_factory(), durable_store_url) as manager:
+        assert len(manager.list(limit=100)) == 32
