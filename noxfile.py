@@ -186,7 +186,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")  # pinned: newer releases format more (e.g. code in Markdown)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
