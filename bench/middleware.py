@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._report import Table, median_time, ms
+from ._report import Table, amedian_time, median_time, ms
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -49,18 +47,9 @@ def _asgi_request(app: Any, path: str, cookie: str | None) -> Callable[[], Any]:
 def _atime(
     loop: asyncio.AbstractEventLoop, call: Callable[[], Any], rounds: int, number: int
 ) -> float:
-    async def measure() -> float:
-        for _ in range(number):
-            await call()
-        samples = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(number):
-                await call()
-            samples.append((time.perf_counter() - start) / number)
-        return statistics.median(samples)
-
-    return loop.run_until_complete(measure())
+    return float(
+        loop.run_until_complete(amedian_time(call, rounds=rounds, number=number, warmup=number))
+    )
 
 
 def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
