@@ -92,43 +92,44 @@ AUTOGEN_CELLS = [
     ),
 ]
 
-ADAPTER_TESTS = ("tests/adapters", "tests/test_examples.py")
+# frameworks a cell does not install are skipped by the tests themselves
+ADAPTER_TESTS = ("tests/adapters", "tests/test_examples.py", "tests/test_demo.py")
 SERVER_TOOLS = ("httpx>=0.27", "uvicorn>=0.23", "gunicorn>=22")
 FRAMEWORK_CELLS = [
     FrameworkCell(
         "flask-2.3",
         ("flask==2.3.3", "werkzeug==2.3.8", *SERVER_TOOLS),
-        ("tests/adapters/test_wsgi_flask.py", "tests/test_examples.py"),
+        ADAPTER_TESTS,
         "oldest Flask",
     ),
     FrameworkCell(
         "flask-3.1",
         ("flask==3.1.3", *SERVER_TOOLS),
-        ("tests/adapters/test_wsgi_flask.py", "tests/test_examples.py"),
+        ADAPTER_TESTS,
         "newest Flask",
     ),
     FrameworkCell(
         "starlette-0.37",
         ("starlette==0.37.2", "httpx>=0.27,<0.28", "uvicorn>=0.23"),
-        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        ADAPTER_TESTS,
         "oldest Starlette",
     ),
     FrameworkCell(
         "starlette-1.10",
         ("starlette==1.10.0", *SERVER_TOOLS),
-        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        ADAPTER_TESTS,
         "newest Starlette",
     ),
     FrameworkCell(
         "fastapi-0.165",
         ("fastapi==0.165.0", *SERVER_TOOLS),
-        ("tests/adapters/test_asgi.py", "tests/test_examples.py"),
+        ADAPTER_TESTS,
         "newest FastAPI",
     ),
     FrameworkCell(
         "django-5.2",
         ("django==5.2.19", "flask>=2.3", *SERVER_TOOLS),
-        ("tests/test_examples.py",),
+        ADAPTER_TESTS,
         "newest Django, through the WSGI middleware",
     ),
 ]
@@ -173,6 +174,7 @@ def framework(session: nox.Session, cell: FrameworkCell) -> None:
     env = {
         "AGENTSESSION_TEST_STORES": "memory,sqlite",
         "AGENTSESSION_REQUIRE_FAMILIES": "agentchat",
+        "AGENTSESSION_REQUIRE_BROWSER": "0",  # the browser test runs in the full suite
     }
     session.run("pytest", "-q", *cell.tests, *session.posargs, env=env)
 

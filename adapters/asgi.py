@@ -1,25 +1,39 @@
-"""Pure ASGI middleware: a persistent AutoGen conversation on every request (Starlette, FastAPI, …).
+"""Pure ASGI middleware: each request's persistent AutoGen conversation (Starlette, FastAPI, …).
 
 from agentsession import AsyncSessionManager
-from agentsession.adapters.asgi import AgentSessionMiddleware
+from agentsession.adapters.asgi import AgentSessionMiddleware, get_session
 
 manager = AsyncSessionManager(build_agent, "sqlite:///agents.db")
-app = AgentSessionMiddleware(app, manager, secret_key="change me")
+middleware = [Middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET)]
+app = Starlette(routes=routes, middleware=middleware)
+# or, around any ASGI app: app = AgentSessionMiddleware(app, manager, secret_key=SECRET)
 
 async def chat(request):
-    session = request.state.agent_session      # or get_session(request.scope)
+    session = request.state.agent_session  # or get_session(request)
     return JSONResponse({"reply": await session.send(text)})
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from agentsession.errors import AgentSessionError
 from agentsession.manager import AsyncSessionManager
 
-from ._binding import CookieSettings, SessionBinding, TokenSigner, error_response
+from ._ids import (
+    COOKIE_NAME,
+    HEADER_NAME,
+    MAPPED_ERRORS,
+    MAX_AGE,
+    AsyncRequestSession,
+    ErrorAnswer,
+    IdConfig,
+    SecretKey,
+    SessionIds,
+    TokenSigner,
+    check_busy_status,
+    error_answer,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,20 +41,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-SCOPE_KEY = "agent_session"
+SCOPE_KEY = "agentsession.session"
+STATE_KEY = "agent_session"
+
+__all__ = ["SCOPE_KEY", "STATE_KEY", "AgentSessionMiddleware", "AsyncRequestSession", "get_session"]
 
 
-AsyncRequestSession = SessionBinding
-"""The request's conversation: ``send``, ``history``, ``metadata``, ``set_metadata``, ``reset``,
-``delete``, ``rotate`` and ``session_id``, all awaited, resolved on first use."""
-
-
-def get_session(scope: Scope) -> AsyncRequestSession:
-    """The conversation attached to this request or websocket by ``AgentSessionMiddleware``."""
+def get_session(connection: Mapping[str, Any]) -> AsyncRequestSession:
+    """The conversation of this request or websocket: pass its scope or a Starlette request."""
     try:
-        session: AsyncRequestSession = scope[SCOPE_KEY]
+        session: AsyncRequestSession = connection[SCOPE_KEY]  # a Starlette Request is a Mapping
     except KeyError:
-        raise RuntimeError("AgentSessionMiddleware is not installed on this app") from None
+        raise RuntimeError("AgentSessionMiddleware is not installed around this app") from None
     return session
 
 
@@ -50,80 +62,91 @@ class AgentSessionMiddleware:
         app: ASGIApp,
         manager: AsyncSessionManager,
         *,
-        secret_key: str | bytes,
-        cookie: CookieSettings | None = None,
+        secret_key: SecretKey,
+        cookie_name: str = COOKIE_NAME,
+        header_name: str = HEADER_NAME,
+        max_age: int | None = MAX_AGE,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
+        cookie_samesite: str = "lax",
         owner: Callable[[Scope], str | None] | None = None,
         busy_status: int = 409,
     ) -> None:
         self.app = app
         self.manager = manager
-        self.cookie = cookie or CookieSettings()
-        self.signer = TokenSigner(secret_key, self.cookie.max_age)
+        config = IdConfig(
+            cookie_name, header_name, max_age, cookie_path, cookie_domain, cookie_secure,
+            cookie_samesite,
+        )  # fmt: skip
+        self.ids = SessionIds(secret_key, config)
         self.owner = owner
-        self.busy_status = busy_status
-        self._header = self.cookie.header.lower().encode("latin-1")
-        # Starlette and FastAPI answer any exception with a 500 before it reaches an outer
-        # middleware, so errors are mapped by a handler on the app itself where possible
+        self.busy_status = check_busy_status(busy_status)
+        self._header = header_name.lower().encode("latin-1")
+        # Starlette and FastAPI turn any exception into a 500 before an outer middleware sees
+        # it: wrapped around such an app, answer from inside it (keeping the app's own handlers)
+        handlers = getattr(app, "exception_handlers", None)
         add_handler = getattr(app, "add_exception_handler", None)
-        if add_handler is not None:
-            add_handler(AgentSessionError, self._starlette_handler)
+        if isinstance(handlers, dict) and callable(add_handler):
+            for error in MAPPED_ERRORS:
+                if error not in handlers:
+                    add_handler(error, self._exception_handler)
 
-    async def _starlette_handler(self, request: Any, exc: Exception) -> Any:
-        from starlette.responses import Response
+    @property
+    def signer(self) -> TokenSigner:
+        return self.ids.signer
 
-        answer = (
-            error_response(exc, self.busy_status) if isinstance(exc, AgentSessionError) else None
-        )
-        if answer is None:
+    async def _exception_handler(self, connection: Any, exc: Exception) -> ErrorAnswer | None:
+        answer = error_answer(exc, self.busy_status)
+        if answer is None:  # not one of MAPPED_ERRORS: cannot happen, but never swallow
             raise exc
-        return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
+        if connection.scope["type"] == "websocket":
+            # Starlette before 0.38 ignores what a websocket handler returns: close it here
+            await connection.close(code=answer.websocket_code)
+            return None
+        return answer
 
-    def _token(self, scope: Scope) -> str | None:
-        header_token, cookie_header = None, None
+    def _claimed(self, scope: Scope) -> tuple[str | None, str | None]:
+        header_token: str | None = None
+        cookies: list[str] = []
         for name, value in scope.get("headers", ()):
             if name == self._header:
                 header_token = value.decode("latin-1")
             elif name == b"cookie":
-                cookie_header = value.decode("latin-1")
-        return self.cookie.token_from(header_token, cookie_header)
+                cookies.append(value.decode("latin-1"))  # HTTP/2 may split the Cookie header
+        return header_token, "; ".join(cookies) or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        binding = SessionBinding(self.manager, self.signer, scope, self._token, self.owner)
-        scope[SCOPE_KEY] = binding
-        if "state" in scope:
-            scope["state"][SCOPE_KEY] = binding
-        else:
-            scope["state"] = {SCOPE_KEY: binding}
-        started = False
+        owner = self.owner
+        session = AsyncRequestSession(
+            self.manager,
+            self.ids.claim(*self._claimed(scope)),
+            (lambda: owner(scope)) if owner is not None else None,
+        )
+        scope[SCOPE_KEY] = session
+        scope.setdefault("state", {})[STATE_KEY] = session
+        https = scope.get("scheme") in ("https", "wss")
+        answered = False  # an http response started, or the websocket was closed
 
-        async def send_with_cookie(message: Message) -> None:
-            nonlocal started
-            if not started and message["type"] in ("http.response.start", "websocket.accept"):
-                started = True
-                if binding.needs_cookie and binding.id is not None:
-                    token = self.signer.sign(binding.id)
-                    headers = list(message.get("headers", ()))
-                    headers.append(
-                        (b"set-cookie", self.cookie.set_cookie_header(token).encode("latin-1"))
-                    )
-                    headers.append((self._header, token.encode("latin-1")))
-                    message["headers"] = headers
+        async def send_with_id(message: Message) -> None:
+            nonlocal answered
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.accept"):
+                extra = self.ids.response_headers(session, https)
+                if extra:
+                    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+                    message = {**message, "headers": [*message.get("headers", ()), *encoded]}
+            if kind in ("http.response.start", "websocket.close", "websocket.http.response.start"):
+                answered = True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_cookie)
-        except AgentSessionError as exc:
-            answer = error_response(exc, self.busy_status)
-            if answer is None or started or scope["type"] != "http":
+            await self.app(scope, receive, send_with_id)
+        except MAPPED_ERRORS as exc:
+            answer = error_answer(exc, self.busy_status)
+            if answer is None or answered:
                 raise
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": answer.status,
-                    "headers": [(k.encode(), v.encode()) for k, v in answer.headers],
-                }
-            )
-            await send({"type": "http.response.body", "body": answer.body})
+            await answer(scope, receive, send_with_id)

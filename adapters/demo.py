@@ -1,142 +1,114 @@
-"""``agentsession demo``: a small chat web app (ASGI middleware, Starlette, uvicorn, SQLite, offline model).
+"""``agentsession demo``: a small chat web app that remembers (ASGI adapter, Starlette, uvicorn).
 
-Reload the page or restart the server: the conversation is still there. The signing key is
-kept in ``.agentsession-demo-secret`` in the working directory so that restarts keep cookies
-valid (set ``AGENTSESSION_SECRET_KEY`` to use your own).
+The conversation lives in the store (SQLite by default) and the browser keeps only a signed
+cookie, so reloading the page or restarting the server changes nothing. The model is the
+deterministic offline one, whose replies show how many of your messages it has seen.
+The cookie signing key is kept next to the SQLite database (``<db>.secret``; in the working
+directory for other stores) so restarts keep cookies valid; ``AGENTSESSION_SECRET_KEY``
+overrides it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import json
+import logging
 import os
+import re
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
-
+from agentsession.errors import MissingDependency
 from agentsession.manager import AsyncSessionManager
+from agentsession.messages import Message
 from agentsession.offline import installed_family, offline_agent_factory
+from agentsession.stores import Store, open_store
+
+try:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - the demo extra is missing
+    raise MissingDependency("starlette", "demo", "agentsession demo") from exc
 
 from .asgi import AgentSessionMiddleware, get_session
 
-SECRET_FILE = Path(".agentsession-demo-secret")
-STORE_ENV, FAMILY_ENV = "AGENTSESSION_DEMO_STORE", "AGENTSESSION_DEMO_FAMILY"
+logger = logging.getLogger("agentsession")
+
 DEFAULT_STORE = "sqlite:///agentsession-demo.db"
+STORE_ENV, FAMILY_ENV, SECRET_ENV = (
+    "AGENTSESSION_DEMO_STORE",
+    "AGENTSESSION_DEMO_FAMILY",
+    "AGENTSESSION_SECRET_KEY",
+)
+SECRET_FILE = ".agentsession-demo-secret"
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>agentsession demo</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 16px/1.4 system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; }}
-#log {{ list-style: none; padding: 0; }}
-#log li {{ margin: .4rem 0; padding: .5rem .75rem; border-radius: .5rem; }}
-.user {{ background: #e8f0fe; }} .assistant {{ background: #f1f3f4; }}
-form {{ display: flex; gap: .5rem; }} input {{ flex: 1; padding: .5rem; }}
-small {{ color: #666; }}
-</style></head>
-<body>
-<h1>agentsession demo</h1>
-<p><small>{family} family, offline model, store <code>{store}</code>. Reload or restart the
-server: the conversation stays.</small></p>
-<ul id="log">{items}</ul>
-<form id="form"><input id="text" name="text" autocomplete="off" placeholder="Say something"
-autofocus required><button>Send</button><button type="button" id="reset">Reset</button></form>
-<script>
-const log = document.getElementById("log");
-function show(history) {{
-  log.replaceChildren(...history.map(m => {{
-    const li = document.createElement("li"); li.className = m.role;
-    li.textContent = m.role + ": " + m.content; return li; }}));
-}}
-document.getElementById("form").addEventListener("submit", async (event) => {{
-  event.preventDefault();
-  const input = document.getElementById("text");
-  const response = await fetch("/api/send", {{method: "POST",
-    headers: {{"content-type": "application/json"}}, body: JSON.stringify({{text: input.value}})}});
-  const data = await response.json();
-  if (!response.ok) {{ alert(data.error || response.status); return; }}
-  input.value = ""; show(data.history);
-}});
-document.getElementById("reset").addEventListener("click", async () => {{
-  const response = await fetch("/api/reset", {{method: "POST"}});
-  show((await response.json()).history);
-}});
-</script>
-</body></html>
-"""
+__all__ = ["app_from_environment", "create_app", "serve"]
 
 
-def _history(messages: list[Any]) -> list[dict[str, Any]]:
-    return [{"role": m.role, "content": m.content} for m in messages if m.content is not None]
-
-
-def _secret() -> str:
-    configured = os.environ.get("AGENTSESSION_SECRET_KEY")
-    if configured:
-        return configured
-    if not SECRET_FILE.exists():
-        SECRET_FILE.write_text(secrets.token_hex(32))
-        SECRET_FILE.chmod(0o600)
-    return SECRET_FILE.read_text().strip()
-
-
-def create_app(store_url: str = DEFAULT_STORE, family: str | None = None) -> AgentSessionMiddleware:
+def create_app(store_url: str = DEFAULT_STORE, family: str | None = None) -> Starlette:
+    """The demo as an ASGI app: the chat page and its small JSON API."""
     chosen = family or installed_family()
-    manager = AsyncSessionManager(offline_agent_factory(chosen), store_url)
+    store = open_store(store_url)
+    manager = AsyncSessionManager(offline_agent_factory(chosen), store)
+    about = f"{chosen} family, offline model, store {_display_url(store_url)}"
 
     async def page(request: Request) -> Response:
-        session = get_session(request.scope)
-        # a first visit shows an empty page without touching the store
-        history = await session.history() if request.cookies.get("agentsession") else []
-        items = "".join(
-            f'<li class="{m["role"]}">{html.escape(m["role"])}: {html.escape(m["content"])}</li>'
-            for m in _history(history)
-        )
-        store = html.escape(store_url.split("?")[0])
-        return HTMLResponse(PAGE.format(items=items, family=chosen, store=store))
+        # a first visit has no id: its (empty) history costs no store I/O
+        history = _transcript(await get_session(request).history())
+        fill = {"about": html.escape(about), "log": _items(history)}
+        return HTMLResponse(re.sub(r"\{(about|log)\}", lambda m: fill[m.group(1)], PAGE))
 
     async def send(request: Request) -> Response:
-        try:
-            body = await request.json()
-            text = str(body["text"]).strip()
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"error": 'send JSON like {"text": "hello"}'}, status_code=400)
+        is_form, text = await _message(request)
         if not text:
-            return JSONResponse({"error": "the message is empty"}, status_code=400)
-        session = get_session(request.scope)
+            return _error("Type a message first.", 400, is_form)
+        session = get_session(request)
         reply = await session.send(text)
-        history = _history(await session.history())
+        if is_form:  # the page also works without JavaScript
+            return RedirectResponse("/", status_code=303)
+        history = _transcript(await session.history())
         return JSONResponse({"reply": reply, "history": history, "pid": os.getpid()})
 
     async def history(request: Request) -> Response:
-        return JSONResponse({"history": _history(await get_session(request.scope).history())})
+        messages = _transcript(await get_session(request).history())
+        return JSONResponse({"history": messages, "pid": os.getpid()})
 
-    async def reset(request: Request) -> Response:
-        session = get_session(request.scope)
-        await session.reset()
-        return JSONResponse({"history": []})
+    async def new(request: Request) -> Response:
+        await get_session(request).delete()
+        if "application/json" not in request.headers.get("accept", ""):
+            return RedirectResponse("/", status_code=303)
+        return JSONResponse({"history": [], "pid": os.getpid()})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "pid": os.getpid()})
 
-    app = Starlette(
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await manager.aclose()
+
+    middleware = Middleware(AgentSessionMiddleware, manager=manager, secret_key=secret_key(store))
+    return Starlette(
         routes=[
             Route("/", page),
             Route("/api/send", send, methods=["POST"]),
             Route("/api/history", history),
-            Route("/api/reset", reset, methods=["POST"]),
+            Route("/api/new", new, methods=["POST"]),
             Route("/health", health),
-        ]
+        ],
+        middleware=[middleware],
+        lifespan=lifespan,
     )
-    return AgentSessionMiddleware(app, manager, secret_key=_secret())
 
 
-def app_from_environment() -> AgentSessionMiddleware:
-    """The app uvicorn builds in each worker (``--factory``), configured through the environment."""
+def app_from_environment() -> Starlette:
+    """The app each uvicorn worker (or reloaded process) builds: ``--factory``, set by ``serve``."""
     return create_app(os.environ.get(STORE_ENV, DEFAULT_STORE), os.environ.get(FAMILY_ENV) or None)
 
 
@@ -147,12 +119,17 @@ def serve(
     family: str | None = None,
     reload: bool = False,
 ) -> None:
-    import uvicorn
+    """Serve the demo with uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise MissingDependency("uvicorn", "demo", "agentsession demo") from exc
 
-    os.environ[STORE_ENV] = store_url
-    os.environ[FAMILY_ENV] = family or installed_family()
-    _secret()  # create the key once, before any worker starts
-    print(f"agentsession demo on http://{host}:{port}  (store {store_url.split('?')[0]})")
+    chosen = family or installed_family()
+    offline_agent_factory(chosen)  # an uninstalled family fails here, not in the worker
+    secret_key(open_store(store_url))  # made once, before any worker or reloaded process
+    os.environ[STORE_ENV], os.environ[FAMILY_ENV] = store_url, chosen
+    print(f"agentsession demo on http://{host}:{port}/  ({chosen}, {_display_url(store_url)})")
     uvicorn.run(
         "agentsession.adapters.demo:app_from_environment",
         factory=True,
@@ -161,3 +138,136 @@ def serve(
         reload=reload,
         log_level="warning",
     )
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def secret_key(store: Store) -> str:
+    """The signing key: from the environment, else a file made once (atomically) and reused."""
+    configured = os.environ.get(SECRET_ENV)
+    if configured:
+        return configured
+    database = getattr(store, "path", None)
+    path = Path(SECRET_FILE)
+    if isinstance(database, str) and Path(database).parent.is_dir():
+        path = Path(f"{database}.secret")
+    if not path.exists():
+        draft = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        draft.write_text(secrets.token_hex(32))
+        draft.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another worker made it first: use theirs
+            os.link(draft, path)
+        draft.unlink()
+    return path.read_text().strip()
+
+
+def _display_url(url: str) -> str:
+    """The store URL without credentials or query (it is shown on the page)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _transcript(messages: list[Message]) -> list[dict[str, str]]:
+    return [
+        {"role": m.role, "content": m.content}
+        for m in messages
+        if m.content is not None and m.role in ("user", "assistant")
+    ]
+
+
+def _items(history: list[dict[str, str]]) -> str:
+    return "".join(
+        f'<li class="{m["role"]}"><b>{m["role"]}</b>{html.escape(m["content"])}</li>'
+        for m in history
+    )
+
+
+async def _message(request: Request) -> tuple[bool, str]:
+    """(came from a plain HTML form, the message text); JSON is ``{"text": "..."}``."""
+    body = await request.body()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False, ""
+        text = data.get("text") if isinstance(data, dict) else None
+        return False, text.strip() if isinstance(text, str) else ""
+    form = parse_qs(body.decode("utf-8", "replace"))
+    return True, (form.get("text") or [""])[0].strip()
+
+
+def _error(message: str, status: int, is_form: bool) -> Response:
+    if is_form:
+        return HTMLResponse(f"<p>{html.escape(message)} <a href='/'>Back</a></p>", status)
+    return JSONResponse({"detail": message}, status)
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>agentsession demo</title>
+<style>
+body { font: 16px/1.45 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.4rem; margin-bottom: .2rem; }
+#about { color: #666; font-size: .85rem; margin-top: 0; }
+#log { list-style: none; padding: 0; }
+#log li { margin: .4rem 0; padding: .5rem .75rem; border-radius: .5rem; white-space: pre-wrap; }
+#log b { display: block; font-size: .75rem; color: #555; text-transform: uppercase; }
+.user { background: #e8f0fe; margin-left: 3rem !important; }
+.assistant { background: #f1f3f4; margin-right: 3rem !important; }
+form { display: flex; gap: .5rem; margin-top: 1rem; }
+#text { flex: 1; padding: .5rem; font: inherit; }
+button { padding: .5rem .9rem; font: inherit; }
+#status { color: #b00020; min-height: 1.2rem; }
+</style>
+</head>
+<body>
+<h1>agentsession demo</h1>
+<p id="about">{about}. Reload the page or restart the server: the conversation stays.</p>
+<ul id="log">{log}</ul>
+<form id="chat" method="post" action="/api/send">
+<input id="text" name="text" autocomplete="off" placeholder="Say something" autofocus required>
+<button id="send">Send</button>
+</form>
+<form id="new" method="post" action="/api/new"><button>New conversation</button></form>
+<p id="status" role="status"></p>
+<script>
+const log = document.getElementById("log"), status = document.getElementById("status");
+function show(history) {
+  log.replaceChildren(...history.map((m) => {
+    const li = document.createElement("li"), who = document.createElement("b");
+    li.className = m.role; who.textContent = m.role;
+    li.append(who, document.createTextNode(m.content));
+    return li;
+  }));
+}
+async function post(url, body) {
+  status.textContent = "";
+  const response = await fetch(url, {method: "POST", body: body && JSON.stringify(body),
+    headers: {"content-type": "application/json", "accept": "application/json"}});
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) { status.textContent = data.detail || "Error " + response.status; return false; }
+  show(data.history);
+  return true;
+}
+document.getElementById("chat").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("text"), button = document.getElementById("send");
+  button.disabled = true;
+  try { if (await post("/api/send", {text: input.value})) input.value = ""; }
+  finally { button.disabled = false; input.focus(); }
+});
+document.getElementById("new").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  await post("/api/new");
+});
+</script>
+</body>
+</html>
+"""

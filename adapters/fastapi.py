@@ -1,10 +1,11 @@
-"""A FastAPI dependency for the request's conversation (needs ``AgentSessionMiddleware``).
+"""A FastAPI dependency for the request's conversation (``AgentSessionMiddleware`` must be installed).
 
-from fastapi import Depends
 from agentsession.adapters.fastapi import AgentSessionDep
 
-@app.post("/chat")
-async def chat(body: Body, session: AgentSessionDep):
+api.add_middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET)
+
+@api.post("/chat")
+async def chat(body: Chat, session: AgentSessionDep):
     return {"reply": await session.send(body.message)}
 """
 
@@ -17,10 +18,12 @@ from starlette.requests import HTTPConnection
 
 from .asgi import AsyncRequestSession, get_session
 
+__all__ = ["AgentSessionDep", "agent_session"]
+
 
 def agent_session(connection: HTTPConnection) -> AsyncRequestSession:
     """``Depends(agent_session)``: the conversation of this request or websocket."""
-    return get_session(connection.scope)
+    return get_session(connection)
 
 
 AgentSessionDep = Annotated[AsyncRequestSession, Depends(agent_session)]

@@ -1,26 +1,23 @@
 """Flask extension: ``current_session`` is the request's persistent AutoGen conversation.
 
-    from agentsession.adapters.flask import AgentSession, current_session
+from agentsession.adapters.flask import AgentSession, current_session
 
-    agent_session = AgentSession(factory=build_agent)    # or AgentSession(app, factory=...)
+agent_session = AgentSession(factory=build_agent)     # or AgentSession(app, factory=...)
 
-    def create_app():
-        app = Flask(__name__)
-        app.config["AGENTSESSION_STORE"] = "sqlite:///agents.db"
-        agent_session.init_app(app)
-        return app
+def create_app():
+    app = Flask(__name__)
+    app.config["AGENTSESSION_STORE"] = "sqlite:///agents.db"
+    agent_session.init_app(app)
+    app.register_blueprint(chat_blueprint)
+    return app
 
-    @bp.post("/chat")
-    def chat():
-        return {"reply": current_session.send(request.json["message"])}
+@chat_blueprint.post("/chat")
+def chat():
+    return {"reply": current_session.send(request.json["message"])}
 
-Config keys (``app.config``), each the keyword argument of the same name:
-``AGENTSESSION_STORE``, ``AGENTSESSION_SECRET_KEY`` (default: ``app.secret_key``),
-``AGENTSESSION_COOKIE_NAME``, ``AGENTSESSION_HEADER``, ``AGENTSESSION_COOKIE_MAX_AGE``,
-``AGENTSESSION_COOKIE_PATH``, ``AGENTSESSION_COOKIE_DOMAIN``, ``AGENTSESSION_COOKIE_SECURE``,
-``AGENTSESSION_COOKIE_SAMESITE``, ``AGENTSESSION_LOCK_TIMEOUT``,
-``AGENTSESSION_MAX_MESSAGE_BYTES``, ``AGENTSESSION_MAX_MESSAGES``,
-``AGENTSESSION_CACHE_SIZE``, ``AGENTSESSION_BUSY_STATUS``.
+Every keyword argument but ``factory`` and ``owner`` is also a config key: ``store`` is
+``AGENTSESSION_STORE``, ``cookie_secure`` is ``AGENTSESSION_COOKIE_SECURE``, and so on. A key
+set in ``app.config`` wins over the argument; ``secret_key`` defaults to ``app.secret_key``.
 """
 
 from __future__ import annotations
@@ -28,32 +25,50 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, request
 from werkzeug.local import LocalProxy
 
-from agentsession.errors import AgentSessionError
-from agentsession.manager import AgentFactory, SessionManager
+from agentsession.manager import DEFAULT_STORE_URL, AgentFactory, SessionManager
+from agentsession.stores import Store
 
-from ._binding import CookieSettings, SessionBinding, error_response
-from .wsgi import RequestSession, SyncAdapter
+from ._ids import (
+    COOKIE_NAME,
+    HEADER_NAME,
+    MAPPED_ERRORS,
+    MAX_AGE,
+    IdConfig,
+    RequestSession,
+    SecretKey,
+    SessionIds,
+    check_busy_status,
+    error_answer,
+)
+from .wsgi import ENVIRON_KEY, is_https, request_session
 
 EXTENSION = "agentsession"
-_DEFAULTS: dict[str, Any] = {
-    "AGENTSESSION_STORE": "sqlite:///agentsession.db",
-    "AGENTSESSION_SECRET_KEY": None,
-    "AGENTSESSION_COOKIE_NAME": "agentsession",
-    "AGENTSESSION_HEADER": "X-Agent-Session",
-    "AGENTSESSION_COOKIE_MAX_AGE": 14 * 24 * 3600,
-    "AGENTSESSION_COOKIE_PATH": "/",
-    "AGENTSESSION_COOKIE_DOMAIN": None,
-    "AGENTSESSION_COOKIE_SECURE": False,
-    "AGENTSESSION_COOKIE_SAMESITE": "Lax",
-    "AGENTSESSION_LOCK_TIMEOUT": 30.0,
-    "AGENTSESSION_MAX_MESSAGE_BYTES": 64 * 1024,
-    "AGENTSESSION_MAX_MESSAGES": None,
-    "AGENTSESSION_CACHE_SIZE": 256,
-    "AGENTSESSION_BUSY_STATUS": 409,
-}
+_ENGINE_OPTIONS = ("lock_timeout", "lease_ttl", "max_message_bytes", "max_messages", "cache_size")
+
+__all__ = ["AgentSession", "current_session"]
+
+
+def config_key(option: str) -> str:
+    return "AGENTSESSION_" + option.upper()
+
+
+class _AppState:
+    """What ``init_app`` set up for one app, in ``app.extensions["agentsession"]``."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        ids: SessionIds,
+        owner: Callable[[Request], str | None] | None,
+        busy_status: int,
+    ) -> None:
+        self.manager = manager
+        self.ids = ids
+        self.owner = owner
+        self.busy_status = busy_status
 
 
 class AgentSession:
@@ -62,54 +77,79 @@ class AgentSession:
         app: Flask | None = None,
         *,
         factory: AgentFactory | None = None,
-        owner: Callable[[], str | None] | None = None,
+        owner: Callable[[Request], str | None] | None = None,
+        store: Store | str = DEFAULT_STORE_URL,
+        secret_key: SecretKey | None = None,
+        cookie_name: str = COOKIE_NAME,
+        header_name: str = HEADER_NAME,
+        max_age: int | None = MAX_AGE,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
+        cookie_samesite: str = "lax",
+        busy_status: int = 409,
+        lock_timeout: float | None = None,
+        lease_ttl: float | None = None,
+        max_message_bytes: int | None = None,
+        max_messages: int | None = None,
+        cache_size: int | None = None,
     ) -> None:
         self.factory = factory
         self.owner = owner
+        # None for an engine option means the engine's own default
+        self.defaults: dict[str, Any] = {
+            "store": store,
+            "secret_key": secret_key,
+            "cookie_name": cookie_name,
+            "header_name": header_name,
+            "max_age": max_age,
+            "cookie_path": cookie_path,
+            "cookie_domain": cookie_domain,
+            "cookie_secure": cookie_secure,
+            "cookie_samesite": cookie_samesite,
+            "busy_status": busy_status,
+            "lock_timeout": lock_timeout,
+            "lease_ttl": lease_ttl,
+            "max_message_bytes": max_message_bytes,
+            "max_messages": max_messages,
+            "cache_size": cache_size,
+        }
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         if self.factory is None:
             raise ValueError("AgentSession needs factory=… (a function that builds the agent)")
-        for key, value in _DEFAULTS.items():
-            app.config.setdefault(key, value)
-        config = app.config
-        secret = config["AGENTSESSION_SECRET_KEY"] or app.secret_key
+        if EXTENSION in app.extensions:
+            raise RuntimeError("AgentSession.init_app was already called for this app")
+        for name, value in self.defaults.items():
+            app.config.setdefault(config_key(name), value)
+        option = {name: app.config[config_key(name)] for name in self.defaults}
+        secret = option["secret_key"] or app.secret_key
         if not secret:
             raise ValueError("set app.secret_key or AGENTSESSION_SECRET_KEY to sign session ids")
-        manager = SessionManager(
-            self.factory,
-            config["AGENTSESSION_STORE"],
-            lock_timeout=config["AGENTSESSION_LOCK_TIMEOUT"],
-            max_message_bytes=config["AGENTSESSION_MAX_MESSAGE_BYTES"],
-            max_messages=config["AGENTSESSION_MAX_MESSAGES"],
-            cache_size=config["AGENTSESSION_CACHE_SIZE"],
-        )
-        cookie = CookieSettings(
-            name=config["AGENTSESSION_COOKIE_NAME"],
-            header=config["AGENTSESSION_HEADER"],
-            max_age=config["AGENTSESSION_COOKIE_MAX_AGE"],
-            path=config["AGENTSESSION_COOKIE_PATH"],
-            domain=config["AGENTSESSION_COOKIE_DOMAIN"],
-            secure=config["AGENTSESSION_COOKIE_SECURE"],
-            samesite=config["AGENTSESSION_COOKIE_SAMESITE"],
-        )
+        engine_options = {k: option[k] for k in _ENGINE_OPTIONS if option[k] is not None}
+        config = IdConfig(
+            option["cookie_name"], option["header_name"], option["max_age"],
+            option["cookie_path"], option["cookie_domain"], option["cookie_secure"],
+            option["cookie_samesite"],
+        )  # fmt: skip
         app.extensions[EXTENSION] = _AppState(
-            SyncAdapter(manager, secret, cookie, config["AGENTSESSION_BUSY_STATUS"]), self.owner
+            SessionManager(self.factory, option["store"], **engine_options),
+            SessionIds(secret, config),
+            self.owner,
+            check_busy_status(option["busy_status"]),
         )
-        app.after_request(_add_cookie)
-        app.register_error_handler(AgentSessionError, _answer_error)
-
-
-class _AppState:
-    def __init__(self, adapter: SyncAdapter, owner: Callable[[], str | None] | None) -> None:
-        self.adapter = adapter
-        self.owner = owner
+        app.after_request(_hand_back_id)
+        own_handlers = app.error_handler_spec.get(None, {}).get(None, {})
+        for error in MAPPED_ERRORS:
+            if error not in own_handlers:  # the app's own handlers win
+                app.register_error_handler(error, _answer_error)
 
     @property
     def manager(self) -> SessionManager:
-        return self.adapter.manager
+        """The current app's ``SessionManager`` (needs an app context), for admin work."""
+        return _state().manager
 
 
 def _state() -> _AppState:
@@ -119,33 +159,38 @@ def _state() -> _AppState:
         raise RuntimeError("AgentSession.init_app(app) was not called for this app") from None
 
 
-def _binding() -> SessionBinding:
-    if "agentsession_binding" not in g:
+def _get_session() -> RequestSession:
+    # kept in the WSGI environ, which lives exactly as long as the request (``g`` can outlive it)
+    session = request.environ.get(ENVIRON_KEY)
+    if session is None:
         state = _state()
         owner = state.owner
-        g.agentsession_binding = state.adapter.bind(
-            request.environ, (lambda environ: owner()) if owner is not None else None
+        current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]
+        session = request_session(
+            state.manager,
+            state.ids,
+            request.environ,
+            (lambda: owner(current)) if owner is not None else None,
         )
-    return cast(SessionBinding, g.agentsession_binding)
+        request.environ[ENVIRON_KEY] = session
+    return cast(RequestSession, session)
 
 
-def _current_session() -> RequestSession:
-    return RequestSession(_binding())
+current_session = cast(RequestSession, LocalProxy(_get_session))
+"""The conversation of the current request (created lazily; no store I/O until used)."""
 
 
-current_session: RequestSession = cast(RequestSession, LocalProxy(_current_session))
-
-
-def _add_cookie(response: Response) -> Response:
-    binding = g.get("agentsession_binding")
-    if binding is not None:
-        for name, value in _state().adapter.response_headers(binding):
+def _hand_back_id(response: Response) -> Response:
+    session = request.environ.get(ENVIRON_KEY)
+    if isinstance(session, RequestSession):
+        https = is_https(request.environ)
+        for name, value in _state().ids.response_headers(session.async_session, https):
             response.headers.add(name, value)
     return response
 
 
-def _answer_error(exc: AgentSessionError) -> Any:
-    answer = error_response(exc, _state().adapter.busy_status)
-    if answer is None:
+def _answer_error(exc: Exception) -> Response:
+    answer = error_answer(exc, _state().busy_status)
+    if answer is None:  # only MAPPED_ERRORS are registered
         raise exc
-    return Response(answer.body, status=answer.status, headers=list(answer.headers))
+    return Response(answer.body, status=answer.status, headers=answer.all_headers)

@@ -1,100 +1,75 @@
-"""WSGI middleware: a persistent AutoGen conversation on every request (Django, Falcon, Bottle, …).
+"""WSGI middleware: each request's persistent AutoGen conversation (Django, Falcon, Bottle, …).
 
 from agentsession import SessionManager
 from agentsession.adapters.wsgi import AgentSessionWSGIMiddleware
 
 manager = SessionManager(build_agent, "sqlite:///agents.db")
-application = AgentSessionWSGIMiddleware(application, manager, secret_key="change me")
+application = AgentSessionWSGIMiddleware(application, manager, secret_key=SECRET)
 
-def chat(environ, start_response):
+def chat(environ, start_response):                # Django: request.environ[...]
     session = environ["agentsession.session"]
     reply = session.send(text)
+
+The id is written when the app calls ``start_response``, so use the session before that
+(every framework that builds a response object does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+import sys
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
 
-from agentsession import _loop
-from agentsession.errors import AgentSessionError
 from agentsession.manager import SessionManager
-from agentsession.messages import Message
 
-from ._binding import CookieSettings, SessionBinding, TokenSigner, error_response
+from ._ids import (
+    COOKIE_NAME,
+    HEADER_NAME,
+    MAPPED_ERRORS,
+    MAX_AGE,
+    AsyncRequestSession,
+    IdConfig,
+    RequestSession,
+    SecretKey,
+    SessionIds,
+    check_busy_status,
+    error_answer,
+)
 
-T = TypeVar("T")
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ENVIRON_KEY = "agentsession.session"
 
-
-class RequestSession:
-    """The request's conversation (sync): the ``Session`` methods, resolved lazily."""
-
-    def __init__(self, binding: SessionBinding) -> None:
-        self._binding = binding
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return _loop.run(coro)
-
-    def session_id(self) -> str:
-        return self._run(self._binding.resolve())
-
-    def send(self, text: str) -> str:
-        return self._run(self._binding.send(text))
-
-    def history(self) -> list[Message]:
-        return self._run(self._binding.history())
-
-    def metadata(self) -> dict[str, Any]:
-        return self._run(self._binding.metadata())
-
-    def set_metadata(self, metadata: Mapping[str, Any]) -> None:
-        self._run(self._binding.set_metadata(metadata))
-
-    def reset(self) -> None:
-        self._run(self._binding.reset())
-
-    def delete(self) -> bool:
-        return self._run(self._binding.delete())
-
-    def rotate(self) -> str:
-        return self._run(self._binding.rotate())
+__all__ = ["ENVIRON_KEY", "AgentSessionWSGIMiddleware", "RequestSession", "environ_header"]
 
 
-class SyncAdapter:
-    """Reads the signed id from a WSGI environ and writes it back; shared by WSGI and Flask."""
+def environ_header(header_name: str) -> str:
+    """Where WSGI puts request header ``header_name`` (``X-Agent-Session`` → ``HTTP_X_AGENT_SESSION``)."""
+    return "HTTP_" + header_name.upper().replace("-", "_")
 
-    def __init__(
-        self,
-        manager: SessionManager,
-        secret_key: str | bytes,
-        cookie: CookieSettings | None = None,
-        busy_status: int = 409,
-    ) -> None:
-        self.manager = manager
-        self.cookie = cookie or CookieSettings()
-        self.signer = TokenSigner(secret_key, self.cookie.max_age)
-        self.busy_status = busy_status
-        self._environ_header = "HTTP_" + self.cookie.header.upper().replace("-", "_")
 
-    def _token(self, environ: Mapping[str, Any]) -> str | None:
-        return self.cookie.token_from(environ.get(self._environ_header), environ.get("HTTP_COOKIE"))
+def is_https(environ: Environ) -> bool:
+    return environ.get("wsgi.url_scheme") == "https"
 
-    def bind(
-        self, environ: Mapping[str, Any], read_owner: Callable[[Any], str | None] | None = None
-    ) -> SessionBinding:
-        """A lazy binding: nothing is read until the handler uses its session."""
-        return SessionBinding(self.manager.engine, self.signer, environ, self._token, read_owner)
 
-    def response_headers(self, binding: SessionBinding) -> list[tuple[str, str]]:
-        if not binding.needs_cookie or binding.id is None:
-            return []
-        token = self.signer.sign(binding.id)
-        return [("Set-Cookie", self.cookie.set_cookie_header(token)), (self.cookie.header, token)]
+def request_session(
+    manager: SessionManager,
+    ids: SessionIds,
+    environ: Environ,
+    owner: Callable[[], str | None] | None,
+) -> RequestSession:
+    """The lazy session of one WSGI request (also used by the Flask extension)."""
+    claim = ids.claim(
+        environ.get(environ_header(ids.config.header_name)), environ.get("HTTP_COOKIE")
+    )
+    return RequestSession(AsyncRequestSession(manager.engine, claim, owner))
+
+
+def status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 class AgentSessionWSGIMiddleware:
@@ -103,35 +78,52 @@ class AgentSessionWSGIMiddleware:
         app: WSGIApp,
         manager: SessionManager,
         *,
-        secret_key: str | bytes,
-        cookie: CookieSettings | None = None,
+        secret_key: SecretKey,
+        cookie_name: str = COOKIE_NAME,
+        header_name: str = HEADER_NAME,
+        max_age: int | None = MAX_AGE,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
+        cookie_samesite: str = "lax",
         owner: Callable[[Environ], str | None] | None = None,
         busy_status: int = 409,
     ) -> None:
         self.app = app
-        self.adapter = SyncAdapter(manager, secret_key, cookie, busy_status)
+        self.manager = manager
+        config = IdConfig(
+            cookie_name, header_name, max_age, cookie_path, cookie_domain, cookie_secure,
+            cookie_samesite,
+        )  # fmt: skip
+        self.ids = SessionIds(secret_key, config)
         self.owner = owner
+        self.busy_status = check_busy_status(busy_status)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        binding = self.adapter.bind(environ, self.owner)
-        environ[ENVIRON_KEY] = RequestSession(binding)
+        owner = self.owner
+        session = request_session(
+            self.manager,
+            self.ids,
+            environ,
+            (lambda: owner(environ)) if owner is not None else None,
+        )
+        environ[ENVIRON_KEY] = session
+        https = is_https(environ)
+        started = False
 
-        def start_with_cookie(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            return start_response(
-                status, [*headers, *self.adapter.response_headers(binding)], exc_info
-            )
+        def start_with_id(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal started
+            started = True
+            extra = self.ids.response_headers(session.async_session, https)
+            return start_response(status, [*headers, *extra], exc_info)
 
         try:
-            return self.app(environ, start_with_cookie)
-        except AgentSessionError as exc:
-            answer = error_response(exc, self.adapter.busy_status)
+            return self.app(environ, start_with_id)
+        except MAPPED_ERRORS as exc:
+            answer = error_answer(exc, self.busy_status)
             if answer is None:
                 raise
-            from http import HTTPStatus
-
-            start_response(
-                f"{answer.status} {HTTPStatus(answer.status).phrase}", list(answer.headers)
-            )
+            # exc_info replaces a response the app had started but not sent (PEP 3333)
+            exc_info = sys.exc_info() if started else None
+            start_with_id(status_line(answer.status), answer.all_headers, exc_info)
             return [answer.body]

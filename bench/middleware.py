@@ -211,14 +211,14 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
         except Exception as exc:
             rows.append(["flask", kind, f"unavailable: {type(exc).__name__}", "", ""])
             continue
-        cookie = f"agentsession={state.adapter.signer.sign(session.id)}"
+        cookie = f"agentsession={state.ids.signer.sign(session.id)}"
         for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
             t = timed(call(app, path, cookie))
             rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
         fresh = state.manager.session()
         fresh.send("hello")
         t = timed(
-            call(app, "/turn", f"agentsession={state.adapter.signer.sign(fresh.id)}"),
+            call(app, "/turn", f"agentsession={state.ids.signer.sign(fresh.id)}"),
             max(3, number // 10),
         )
         rows.append(["flask", kind, "runs one turn", ms(t), round(t / bare, 1)])

@@ -23,8 +23,8 @@ from agentsession.adapters.wsgi import ENVIRON_KEY, AgentSessionWSGIMiddleware  
 from agentsession.offline import offline_agent_factory  # noqa: E402
 
 
-@csrf_exempt
-def chat(request):  # type: ignore[no-untyped-def]
+@csrf_exempt  # an API endpoint; the SameSite=Lax cookie keeps other sites from posting with it
+def chat(request):
     session = request.environ[ENVIRON_KEY]
     reply = session.send(json.loads(request.body)["message"])
     return JsonResponse({"reply": reply, "pid": os.getpid()})

@@ -10,19 +10,24 @@ from agentsession.adapters.asgi import AgentSessionMiddleware
 from agentsession.adapters.fastapi import AgentSessionDep
 from agentsession.offline import offline_agent_factory
 
-api = FastAPI()
+manager = AsyncSessionManager(
+    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+)
+app = FastAPI()
+app.add_middleware(
+    AgentSessionMiddleware, manager=manager, secret_key=os.environ.get("SECRET_KEY", "change me")
+)
 
 
 class Chat(BaseModel):
     message: str
 
 
-@api.post("/chat")
+@app.post("/chat")
 async def chat(body: Chat, session: AgentSessionDep) -> dict:
     return {"reply": await session.send(body.message), "pid": os.getpid()}
 
 
-manager = AsyncSessionManager(
-    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
-)
-app = AgentSessionMiddleware(api, manager, secret_key=os.environ.get("SECRET_KEY", "change me"))
+@app.get("/history")
+async def history(session: AgentSessionDep) -> dict:
+    return {"messages": [m.content for m in await session.history()]}

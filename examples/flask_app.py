@@ -1,4 +1,4 @@
-"""Flask + agentsession: ``flask --app examples/flask_app.py run`` (or gunicorn -w 2 examples.flask_app:app).
+"""Flask + agentsession: ``flask --app examples/flask_app.py run`` (or ``gunicorn -w 2 flask_app:app``).
 
 POST /chat {"message": "..."} -> {"reply": "..."}; each browser keeps its own conversation.
 """
@@ -12,8 +12,11 @@ from agentsession.offline import offline_agent_factory
 
 app = Flask(__name__)
 app.secret_key = os.environ.get("SECRET_KEY", "change me")
-app.config["AGENTSESSION_STORE"] = os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
-AgentSession(app, factory=offline_agent_factory())  # your factory builds your real agent
+AgentSession(
+    app,
+    factory=offline_agent_factory(),  # your factory builds your real agent
+    store=os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
+)
 
 
 @app.post("/chat")

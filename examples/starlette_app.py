@@ -3,6 +3,7 @@
 import os
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,8 +23,13 @@ async def chat(request: Request) -> JSONResponse:
     return JSONResponse({"reply": reply, "pid": os.getpid()})
 
 
-app = AgentSessionMiddleware(
-    Starlette(routes=[Route("/chat", chat, methods=["POST"])]),
-    manager,
-    secret_key=os.environ.get("SECRET_KEY", "change me"),
+app = Starlette(
+    routes=[Route("/chat", chat, methods=["POST"])],
+    middleware=[
+        Middleware(
+            AgentSessionMiddleware,
+            manager=manager,
+            secret_key=os.environ.get("SECRET_KEY", "change me"),
+        )
+    ],
 )

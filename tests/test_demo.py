@@ -1,25 +1,95 @@
-"""``agentsession demo`` in headless Chromium: send two messages, reload, the conversation is shown.
+"""The demo: its pages and API in process, then ``agentsession demo`` in headless Chromium.
 
-Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` package (its driver only:
-no browser download). Skips without them, fails without them when AGENTSESSION_REQUIRE_BROWSER=1.
+The browser test needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` package
+(its driver only: no browser download). It skips without them, and fails without them when
+``AGENTSESSION_REQUIRE_BROWSER=1``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from servers import free_port, server
 
-pytestmark = pytest.mark.slow
+pytest.importorskip("starlette")
+
+from agentsession.adapters import demo
+from agentsession.offline import installed_family, user_messages_seen
 
 CHROMIUM = os.environ.get("AGENTSESSION_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def in_process(store_url: str, *steps: tuple[str, str, dict[str, Any]]) -> list[httpx.Response]:
+    app = demo.create_app(store_url, installed_family())
+
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            return [await client.request(method, path, **kw) for method, path, kw in steps]
+
+    return asyncio.run(run())
+
+
+def test_the_page_shows_the_whole_conversation_escaped(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    first_visit, hello, earlier, page = in_process(
+        store,
+        ("GET", "/", {}),
+        ("POST", "/api/send", {"json": {"text": "<script>alert(1)</script>"}}),
+        ("POST", "/api/send", {"json": {"text": "what did I say earlier?"}}),
+        ("GET", "/", {}),
+    )
+    assert first_visit.status_code == 200 and "set-cookie" not in first_visit.headers
+    assert "set-cookie" in hello.headers and "HttpOnly" in hello.headers["set-cookie"]
+    assert user_messages_seen(earlier.json()["reply"]) == 2
+    assert [m["role"] for m in earlier.json()["history"]] == ["user", "assistant"] * 2
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "<script>alert(1)" not in page.text
+    assert page.text.count("<li ") == 4
+    assert (tmp_path / "demo.db.secret").exists()  # the key sits next to the database
+
+
+def test_the_page_works_without_javascript_and_says_what_went_wrong(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    form, page, empty, huge, new, after = in_process(
+        store,
+        ("POST", "/api/send", {"data": {"text": "a plain form post"}}),
+        ("GET", "/", {}),
+        ("POST", "/api/send", {"json": {"text": "   "}}),
+        ("POST", "/api/send", {"json": {"text": "x" * 70_000}}),
+        ("POST", "/api/new", {"headers": {"accept": "application/json"}}),
+        ("GET", "/api/history", {}),
+    )
+    assert form.status_code == 303 and form.headers["location"] == "/"
+    assert "a plain form post" in page.text
+    assert empty.status_code == 400 and empty.json()["detail"]
+    assert huge.status_code == 413 and huge.json()["code"] == "message_too_large"
+    assert new.json()["history"] == [] and "Max-Age=0" in new.headers["set-cookie"]
+    assert after.json()["history"] == []
+
+
+def test_the_signing_key_is_made_once_and_can_be_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentsession import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'demo.db'}")
+    key = demo.secret_key(store)
+    assert demo.secret_key(store) == key and len(key) == 64
+    assert oct((tmp_path / "demo.db.secret").stat().st_mode & 0o777) == "0o600"
+    assert list(tmp_path.glob("*.tmp")) == []
+    monkeypatch.setenv("AGENTSESSION_SECRET_KEY", "from the environment")
+    assert demo.secret_key(store) == "from the environment"
 
 
 def browser_or_skip() -> None:
@@ -29,43 +99,48 @@ def browser_or_skip() -> None:
     try:
         import playwright  # noqa: F401
     except ImportError:
-        missing.append("the playwright package")
+        missing.append("the playwright package (pip install playwright; no 'playwright install')")
     if missing:
-        reason = "needs " + " and ".join(missing)
+        reason = "the browser test needs " + " and ".join(missing)
         if os.environ.get("AGENTSESSION_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " and AGENTSESSION_REQUIRE_BROWSER=1")
+            pytest.fail(reason + ", and AGENTSESSION_REQUIRE_BROWSER=1")
         pytest.skip(reason)
 
 
-def test_demo_page_remembers_across_reload_and_restart(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_the_demo_in_a_browser_remembers_across_reload_and_restart(tmp_path: Path) -> None:
     browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     port, store = free_port(), f"sqlite:///{tmp_path / 'demo.db'}"
     args = [sys.executable, "-m", "agentsession", "demo", "--port", str(port), "--store", store]
-    url = f"http://127.0.0.1:{port}/"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page()
-        with server(args, tmp_path, port):
-            page.goto(url)
-            for text in ("hello from the browser", "what did I say earlier?"):
-                page.fill("#text", text)
-                page.click("button:text('Send')")
-                page.wait_for_function(
-                    "t => [...document.querySelectorAll('#log li')].some(li => li.textContent.includes(t))",
-                    arg=text,
-                )
-            page.wait_for_function("document.querySelectorAll('#log li').length === 4")
-            page.reload()
-            items = page.locator("#log li").all_text_contents()
-        assert len(items) == 4
-        assert "I have seen 2 user messages" in items[3] and "hello from the browser" in items[3]
+        try:
+            page = browser.new_page()
+            with server(args, tmp_path, port):
+                page.goto(f"http://127.0.0.1:{port}/")
+                for text in ("hello from the browser", "what did I say earlier?"):
+                    page.fill("#text", text)
+                    page.click("#send")
+                    page.wait_for_function(
+                        "t => [...document.querySelectorAll('#log li')]"
+                        ".some(li => li.textContent.includes(t))",
+                        arg=text,
+                    )
+                page.wait_for_function("document.querySelectorAll('#log li').length === 4")
+                assert "agentsession" not in page.evaluate("document.cookie")  # HttpOnly
+                page.reload()
+                items = page.locator("#log li").all_text_contents()
+            assert len(items) == 4, items
+            assert "I have seen 2 user messages" in items[3]
+            assert "hello from the browser" in items[3]
 
-        with server(args, tmp_path, port):  # a restarted server, same store and key
-            page.reload()
-            after_restart = page.locator("#log li").all_text_contents()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
-        browser.close()
+            with server(args, tmp_path, port):  # a new server process, the same store and key
+                page.reload()
+                after_restart = page.locator("#log li").all_text_contents()
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        finally:
+            browser.close()
     assert after_restart == items

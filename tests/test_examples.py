@@ -1,4 +1,7 @@
-"""Every example app answers two turns of one conversation (in process, through its framework)."""
+"""Every example app answers two turns of one conversation (in process, through its framework).
+
+The examples also run under real servers in ``tests/adapters/test_servers.py``.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,13 @@ def load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleTy
     return module
 
 
+def two_turns(client: httpx.Client) -> str:
+    assert client.post("/chat", json={"message": "hello"}).status_code == 200
+    response = client.post("/chat", json={"message": "what did I say earlier?"})
+    assert response.status_code == 200, response.text
+    return str(response.json()["reply"])
+
+
 @pytest.mark.parametrize("name", ["starlette_app", "fastapi_app"])
 def test_asgi_examples(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip(name.removesuffix("_app"))
@@ -43,21 +53,17 @@ def test_asgi_examples(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert user_messages_seen(reply) == 2 and "'hello'" in reply
 
 
-def test_flask_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
-    client = load("flask_app", monkeypatch, tmp_path).app.test_client()
-    client.post("/chat", json={"message": "hello"})
-    reply = client.post("/chat", json={"message": "what did I say earlier?"}).json["reply"]
-    assert user_messages_seen(reply) == 2
-    assert client.get("/history").json["messages"][0] == "hello"
-
-
-def test_django_example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    pytest.importorskip("django")
-    from werkzeug.test import Client  # Django needs no werkzeug; the test client is handy
-
-    client = Client(load("django_app", monkeypatch, tmp_path).application)
-    client.post("/chat", json={"message": "hello"})
-    response = client.post("/chat", json={"message": "what did I say earlier?"})
-    assert response.status_code == 200, response.text
-    assert user_messages_seen(response.json["reply"]) == 2
+@pytest.mark.parametrize(
+    ("name", "attribute"), [("flask_app", "app"), ("django_app", "application")]
+)
+def test_wsgi_examples(
+    name: str, attribute: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip(name.removesuffix("_app"))
+    app = getattr(load(name, monkeypatch, tmp_path), attribute)
+    transport = httpx.WSGITransport(app=app)
+    with httpx.Client(transport=transport, base_url="http://example") as client:
+        reply = two_turns(client)
+        if name == "flask_app":
+            assert client.get("/history").json()["messages"][0] == "hello"
+    assert user_messages_seen(reply) == 2 and "'hello'" in reply

@@ -1,10 +1,11 @@
-"""A FastAPI app for the ASGI tests (a module of its own: FastAPI resolves annotations by name)."""
+"""The adapter tests' chat app in FastAPI (a module of its own: FastAPI resolves annotations by name)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from agentsession.adapters.fastapi import AgentSessionDep
@@ -20,5 +21,26 @@ def build_fastapi() -> FastAPI:
     @api.post("/chat")
     async def chat(body: Body, session: AgentSessionDep) -> dict[str, Any]:
         return {"reply": await session.send(body.text), "id": await session.session_id()}
+
+    @api.get("/history")
+    async def history(session: AgentSessionDep) -> dict[str, Any]:
+        return {"messages": [m.content for m in await session.history()]}
+
+    @api.post("/rotate")
+    async def rotate(session: AgentSessionDep) -> dict[str, Any]:
+        return {"id": await session.rotate()}
+
+    @api.post("/delete")
+    async def delete(session: AgentSessionDep) -> dict[str, Any]:
+        return {"deleted": await session.delete()}
+
+    @api.get("/plain", response_class=PlainTextResponse)
+    async def plain() -> str:
+        return "no session here"
+
+    @api.websocket("/ws")
+    async def ws(websocket: WebSocket, session: AgentSessionDep) -> None:
+        await websocket.accept()
+        await websocket.send_text(await session.send(await websocket.receive_text()))
 
     return api
