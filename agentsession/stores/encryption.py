@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import DecryptionError, MissingDependency
+from ..errors import ConfigurationError, DecryptionError, MissingDependency
 from ..messages import Message
 from .base import ENVELOPE_VERSION, RecordCodec
 
@@ -24,11 +24,25 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("cryptography", "encryption", "Encryption at rest") from exc
 
 
+def _fernet(key: str | bytes, position: int) -> Fernet:
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError):  # the message must not echo the key
+        raise ConfigurationError(
+            f"encryption key #{position + 1} is not a Fernet key (32 url-safe base64-encoded "
+            "bytes); make one with cryptography.fernet.Fernet.generate_key()"
+        ) from None
+
+
 class EncryptedCodec(RecordCodec):
+    """Seals each record with the first key; opens it with whichever key fits."""
+
     def __init__(self, keys: Sequence[str | bytes]) -> None:
-        if not keys:
-            raise ValueError("encryption needs at least one Fernet key")
-        self._fernet = MultiFernet([Fernet(key) for key in keys])
+        if isinstance(keys, (str, bytes)) or not keys:
+            raise ConfigurationError(
+                "encryption_keys must be a non-empty list of Fernet keys, the newest first"
+            )
+        self._fernet = MultiFernet([_fernet(key, i) for i, key in enumerate(keys)])
 
     def _seal(self, text: str) -> str:
         data = self._fernet.encrypt(text.encode("utf-8")).decode("ascii")

@@ -11,6 +11,7 @@ refreshed on every write), plus redis-py's own (``socket_timeout``, …).
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -94,7 +95,7 @@ return new
 """
 )
 
-# KEYS: meta, messages, new meta, new messages, index. ARGV: old id, new id, now
+# KEYS: meta, messages, new meta, new messages, index. ARGV: old id, new id
 _RENAME = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
@@ -102,8 +103,25 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('RENAME', KEYS[1], KEYS[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'updated'), ARGV[2])
 return 1
+"""
+
+# KEYS: index, then meta, messages, lease of each candidate. ARGV: cutoff, candidate ids…
+# The score is checked again here: a turn that landed since the ZRANGEBYSCORE keeps its
+# conversation.
+_GC = """
+local removed = 0
+for i = 2, #ARGV do
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if score and tonumber(score) < tonumber(ARGV[1]) then
+        local k = 2 + (i - 2) * 3
+        redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
+        redis.call('ZREM', KEYS[1], ARGV[i])
+        removed = removed + 1
+    end
+end
+return removed
 """
 
 # KEYS: lease, meta. ARGV: token, lease ms
@@ -146,6 +164,7 @@ class RedisStore(Store):
         self._rename = self.client.register_script(_RENAME)
         self._release = self.client.register_script(_RELEASE)
         self._begin = self.client.register_script(_BEGIN)
+        self._gc = self.client.register_script(_GC)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -298,7 +317,7 @@ class RedisStore(Store):
 
     async def rename(self, session_id: str, new_session_id: str) -> None:
         keys = [*self._keys(session_id), *self._keys(new_session_id), self._index]
-        args: list[Arg] = [session_id, new_session_id, time.time()]
+        args: list[Arg] = [session_id, new_session_id]
         # the two conversations live in different slots: one node only (see module docstring)
         outcome = await self._call(self._rename(keys=keys, args=args))
         if outcome == -1:
@@ -323,8 +342,22 @@ class RedisStore(Store):
         idle = self.ttl if idle_seconds is None else idle_seconds
         if idle is None:
             return 0
-        stale = await self._call(self.client.zrangebyscore(self._index, "-inf", time.time() - idle))
-        return sum([await self.delete(_decode(raw_id)) for raw_id in stale])
+        cutoff = time.time() - idle
+        stale = [
+            _decode(raw)
+            for raw in await self._call(
+                self.client.zrangebyscore(self._index, "-inf", f"({cutoff}")
+            )
+        ]
+        removed = 0
+        for start in range(0, len(stale), 200):
+            batch = stale[start : start + 200]
+            keys = [self._index]
+            for session_id in batch:
+                keys += [*self._keys(session_id), self._lease_key(session_id)]
+            args: list[Arg] = [cutoff, *batch]
+            removed += int(await self._call(self._gc(keys=keys, args=args)))
+        return removed
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
@@ -340,13 +373,26 @@ class RedisStore(Store):
         await self._call(self.client.ping())
 
     async def drop(self) -> None:
-        """Delete every key under this store's prefix (tests and teardown)."""
-        keys = [key async for key in self.client.scan_iter(match=f"{self.prefix}*", count=500)]
+        """Delete this store's keys, and only them (tests and teardown).
+
+        The pattern includes the ``{`` of the hash tag, so a store whose prefix extends this
+        one's (``app:`` and ``app:v2:``) keeps its keys.
+        """
+        pattern = _glob_escape(self.prefix) + "{*"
+        keys = await self._call(self._scan(pattern))
+        keys.append(self._index.encode())
         for start in range(0, len(keys), 500):
             await self._call(self.client.delete(*keys[start : start + 500]))
 
+    async def _scan(self, pattern: str) -> builtins.list[bytes]:
+        return [key async for key in self.client.scan_iter(match=pattern, count=1000)]
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _decode(value: Any) -> str:

@@ -11,6 +11,8 @@ after a server restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import secrets
 import threading
 import time
@@ -18,7 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConflictError, MissingDependency, SessionNotFound, StoreUnavailable
+from ..errors import (
+    ConflictError,
+    MissingDependency,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from ..messages import Message
 from .base import Conversation, SessionInfo, Store, take_url_options
 
@@ -26,11 +34,12 @@ try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
     from sqlalchemy.dialects import mysql
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Dialect
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("sqlalchemy", "postgresql", "The SQL store") from exc
 
 T = TypeVar("T")
+log = logging.getLogger("agentsession")
 
 SQL_SCHEMA_VERSION = 1
 _DRIVERS = {
@@ -39,6 +48,37 @@ _DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mysql+pymysql",
 }
+_MYSQL = ("mysql", "mariadb")  # dialect names: mariadb+pymysql:// URLs get their own
+
+
+class _Key(sa.types.TypeDecorator[str]):
+    """A session id, compared byte for byte on every server.
+
+    MySQL and MariaDB compare VARCHAR through a collation that ignores case and trailing
+    spaces by default, which would make ``Ab`` and ``ab `` one conversation; VARBINARY does not.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in _MYSQL:
+            return dialect.type_descriptor(mysql.VARBINARY(4 * self.length))  # UTF-8 bytes
+        return dialect.type_descriptor(sa.String(self.length))
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> Any:
+        if value is not None and dialect.name in _MYSQL:
+            return value.encode("utf-8")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value).decode("utf-8")
+        return value  # type: ignore[no-any-return]
 
 
 class SQLStore(Store):
@@ -70,8 +110,10 @@ class SQLStore(Store):
         )
         self.dialect = self.engine.dialect.name
         metadata = sa.MetaData()
-        text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
-        key = sa.String(128)
+        text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
+        key = _Key(128)
+        # utf8mb4 whatever the database's default: messages hold emoji
+        mysql_options: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
         self.conversations = sa.Table(
             f"{table_prefix}conversations",
             metadata,
@@ -81,6 +123,7 @@ class SQLStore(Store):
             sa.Column("metadata", text, nullable=False),
             sa.Column("created_at", sa.Float(53), nullable=False),
             sa.Column("updated_at", sa.Float(53), nullable=False, index=True),
+            **mysql_options,
         )
         self.messages = sa.Table(
             f"{table_prefix}messages",
@@ -88,6 +131,7 @@ class SQLStore(Store):
             sa.Column("session_id", key, primary_key=True),
             sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
             sa.Column("body", text, nullable=False),
+            **mysql_options,
         )
         self.leases = sa.Table(
             f"{table_prefix}leases",
@@ -95,12 +139,14 @@ class SQLStore(Store):
             sa.Column("session_id", key, primary_key=True),
             sa.Column("token", sa.String(64), nullable=False),
             sa.Column("expires_at", sa.Float(53), nullable=False),
+            **mysql_options,
         )
         self.schema = sa.Table(
             f"{table_prefix}schema",
             metadata,
             sa.Column("name", sa.String(64), primary_key=True),
             sa.Column("version", sa.Integer, nullable=False),
+            **mysql_options,
         )
         self.metadata = metadata
         self._ready = False
@@ -127,11 +173,11 @@ class SQLStore(Store):
                 try:
                     self.metadata.create_all(self.engine, checkfirst=True)
                     break
-                except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError):
+                except sa_exc.DBAPIError as exc:
                     # another process created them between the check and the CREATE
                     # (PostgreSQL: a unique violation on pg_type; MariaDB: 1050 table
                     # exists); checkfirst sees them on the next attempt
-                    if attempt == 4:
+                    if attempt == 4 or not _created_meanwhile(exc):
                         raise
                     time.sleep(0.05 * (attempt + 1))
             version = sa.select(self.schema.c.version).where(self.schema.c.name == "store")
@@ -163,9 +209,11 @@ class SQLStore(Store):
                 # that died with a server restart (the pool has dropped it). A retried write is
                 # fenced by its version check.
                 if _is_deadlock(exc) and not last:
+                    log.debug("%s: deadlock victim, retrying (%s)", self._display, exc.orig)
                     time.sleep(0.01 * attempt)
                     continue
                 if exc.connection_invalidated and attempt == 1:
+                    log.info("%s: a pooled connection died, retrying on a new one", self._display)
                     continue
                 if exc.connection_invalidated or isinstance(
                     exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
@@ -241,12 +289,7 @@ class SQLStore(Store):
         encoded = self.codec.dump_metadata(metadata)
 
         def write(conn: Connection) -> None:
-            c = self.conversations.c
-            stale = sa.and_(c.session_id == session_id, c.updated_at < self._cutoff())
-            if conn.execute(sa.delete(self.conversations).where(stale)).rowcount:
-                conn.execute(
-                    sa.delete(self.messages).where(self.messages.c.session_id == session_id)
-                )
+            self._delete_expired(conn, session_id)
             now = time.time()
             conn.execute(
                 sa.insert(self.conversations).values(
@@ -263,6 +306,15 @@ class SQLStore(Store):
             await self._run(write)
         except sa_exc.IntegrityError:
             raise ConflictError(f"session {session_id!r} already exists") from None
+
+    def _delete_expired(self, conn: Connection, session_id: str) -> None:
+        """An expired conversation is dead: free its id for a new one."""
+        if self.ttl is None:
+            return
+        c = self.conversations.c
+        stale = sa.and_(c.session_id == session_id, c.updated_at < self._cutoff())
+        if conn.execute(sa.delete(self.conversations).where(stale)).rowcount:
+            conn.execute(sa.delete(self.messages).where(self.messages.c.session_id == session_id))
 
     async def append(
         self, session_id: str, messages: Sequence[Message], expected_version: int
@@ -285,7 +337,10 @@ class SQLStore(Store):
         try:
             return await self._run(write)
         except BaseException:
-            await self.release(session_id, token)  # the append rolled back, and the release with it
+            # the append rolled back, and the release with it; if the store is gone the
+            # lease simply expires, and the caller sees the error that matters
+            with contextlib.suppress(StoreError):
+                await self.release(session_id, token)
             raise
 
     def _append_in(
@@ -376,6 +431,7 @@ class SQLStore(Store):
     async def rename(self, session_id: str, new_session_id: str) -> None:
         def write(conn: Connection) -> None:
             c = self.conversations.c
+            self._delete_expired(conn, new_session_id)
             if conn.execute(sa.select(c.version).where(c.session_id == new_session_id)).first():
                 raise ConflictError(f"session {new_session_id!r} already exists")
             moved = conn.execute(
@@ -411,20 +467,37 @@ class SQLStore(Store):
         if idle is None:
             return 0
         cutoff = time.time() - idle
+        batch = 500
 
         def write(conn: Connection) -> int:
             c = self.conversations.c
-            stale = [
-                sid for (sid,) in conn.execute(sa.select(c.session_id).where(c.updated_at < cutoff))
-            ]
-            for start in range(0, len(stale), 500):
-                chunk = stale[start : start + 500]
-                conn.execute(sa.delete(self.messages).where(self.messages.c.session_id.in_(chunk)))
-                conn.execute(sa.delete(self.conversations).where(c.session_id.in_(chunk)))
-            conn.execute(sa.delete(self.leases).where(self.leases.c.expires_at < time.time()))
+            # FOR UPDATE: a turn that lands meanwhile waits, then finds the conversation gone,
+            # instead of being deleted with it after its commit
+            stale = (
+                conn.execute(
+                    sa.select(c.session_id)
+                    .where(c.updated_at < cutoff)
+                    .limit(batch)
+                    .with_for_update()
+                )
+                .scalars()
+                .all()
+            )
+            if stale:
+                conn.execute(sa.delete(self.messages).where(self.messages.c.session_id.in_(stale)))
+                conn.execute(sa.delete(self.conversations).where(c.session_id.in_(stale)))
             return len(stale)
 
-        return await self._run(write)
+        removed = 0
+        while (done := await self._run(write)) > 0:  # short transactions, not one huge one
+            removed += done
+            if done < batch:
+                break
+        now = time.time()
+        await self._run(
+            lambda conn: conn.execute(sa.delete(self.leases).where(self.leases.c.expires_at < now))
+        )
+        return removed
 
     def _acquire_in(self, conn: Connection, session_id: str, token: str, ttl: float) -> bool:
         now = time.time()
@@ -443,23 +516,31 @@ class SQLStore(Store):
                 .returning(lease.token)
             )
             return bool(conn.execute(upsert).scalar() == token)
-        taken = conn.execute(
-            sa.update(self.leases)
-            .where(lease.session_id == session_id, lease.expires_at < now)
-            .values(token=token, expires_at=now + ttl)
-        ).rowcount
-        if taken:
-            return True
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    sa.insert(self.leases).values(
-                        session_id=session_id, token=token, expires_at=now + ttl
-                    )
-                )
-        except sa_exc.IntegrityError:
-            return False  # held by another, not yet expired
-        return True
+        # MySQL/MariaDB: one upsert that takes the lease only if it is free or expired, then a
+        # read of the holder. The upsert locks the row exclusively at once (no shared-to-
+        # exclusive upgrade to deadlock on between two pollers, as INSERT IGNORE + UPDATE had),
+        # and it needs no savepoint: a deadlock rolls back the whole transaction, savepoints
+        # included, and _call runs it again. Assignments run left to right, so ``token`` is
+        # decided on the old ``expires_at``.
+        take = mysql.insert(self.leases).values(
+            session_id=session_id, token=token, expires_at=now + ttl
+        )
+        expired = lease.expires_at < now
+        conn.execute(
+            take.on_duplicate_key_update(
+                [
+                    ("token", sa.case((expired, take.inserted.token), else_=lease.token)),
+                    (
+                        "expires_at",
+                        sa.case((expired, take.inserted.expires_at), else_=lease.expires_at),
+                    ),
+                ]
+            )
+        )
+        holder = conn.execute(
+            sa.select(lease.token).where(lease.session_id == session_id).with_for_update()
+        ).scalar()
+        return bool(holder == token)
 
     def _release_in(self, conn: Connection, session_id: str, token: str) -> None:
         lease = self.leases.c
@@ -502,6 +583,14 @@ class SQLStore(Store):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+
+
+def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
+    """Did CREATE fail because another process created the same table or index just now?"""
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.ProgrammingError)):
+        return True
+    args: Any = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in (1050, 1061)  # MySQL: table exists, duplicate key name
 
 
 def _is_deadlock(exc: sa_exc.DBAPIError) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +19,8 @@ from agentsession import (
     SessionNotFound,
     UnknownSchemaVersion,
 )
-from agentsession.stores import Store, open_store
+from agentsession.errors import MissingDependency
+from agentsession.stores import RecordCodec, Store, open_store
 
 
 def run(store_url: str, body: Callable[[Store], Awaitable[Any]], **options: Any) -> Any:
@@ -140,14 +143,42 @@ def test_gc_removes_idle_and_keeps_live(store_url: str) -> None:
     run(store_url, body)
 
 
+def test_gc_needs_an_idle_time(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        assert await store.gc() == 0  # no TTL and no idle_seconds: nothing is idle
+        assert await store.load("s1") is not None
+
+    run(store_url, body)
+
+
 def test_ttl_expires_conversations(store_url: str) -> None:
     async def body(store: Store) -> None:
         await store.create("short", {})
         await store.append("short", turn(1), 0)
         await asyncio.sleep(1.3)
         assert await store.load("short") is None and await store.version("short") is None
+        assert await store.info("short") is None and await store.list() == []
         await store.create("short", {})  # the id is free again
         assert await store.version("short") == 0
+        assert (await store.load("short")).messages == []  # type: ignore[union-attr]
+
+    run(store_url, body, ttl=1.0)
+
+
+def test_every_write_refreshes_the_ttl(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("busy", {})
+        await store.create("idle", {})
+        version = 0
+        for i in range(3):  # 1.8 s in all, never 1 s without a write
+            await asyncio.sleep(0.6)
+            version = await store.append("busy", turn(i), version)
+        assert await store.load("idle") is None
+        busy = await store.load("busy")
+        assert busy is not None and len(busy.messages) == 6
+        assert await store.gc() == 1  # the default idle time is the TTL
+        assert [info.session_id for info in await store.list()] == ["busy"]
 
     run(store_url, body, ttl=1.0)
 
@@ -170,6 +201,100 @@ def test_leases_are_exclusive_and_expire(store_url: str) -> None:
     run(store_url, body)
 
 
+def test_turn_protocol_takes_the_lease_and_releases_it(store_url: str) -> None:
+    """``begin_turn``/``finish_turn``: the two round trips of a turn (stores may fuse them)."""
+
+    async def body(store: Store) -> None:
+        begun = await store.begin_turn("s1", 5)
+        assert begun is not None and begun[1] is None  # a new conversation
+        assert await store.begin_turn("s1", 5) is None  # the lease is held
+        await store.create("s1", {"k": 1})
+        assert await store.finish_turn("s1", turn(1), 0, begun[0]) == 1
+        again = await store.begin_turn("s1", 5)  # released by finish_turn
+        assert again is not None and again[1] is not None
+        assert again[1].version == 1 and again[1].message_count == 2
+        assert again[1].metadata == {"k": 1}
+        with pytest.raises(ConflictError):
+            await store.finish_turn("s1", turn(2), 0, again[0])  # stale: nothing lands...
+        assert await store.acquire("s1", 5) is not None  # ...and the lease is released anyway
+        conversation = await store.load("s1")
+        assert conversation is not None and len(conversation.messages) == 2
+
+    run(store_url, body)
+
+
+def test_session_ids_are_exact(store_url: str) -> None:
+    """No case folding or trailing-space padding: MySQL collations do both by default."""
+
+    async def body(store: Store) -> None:
+        ids = ["Ab", "ab", "ab ", "aB\u00e9", "ab\u0065\u0301"]
+        for number, sid in enumerate(ids):
+            await store.create(sid, {"n": number})
+        for number, sid in enumerate(ids):
+            info = await store.info(sid)
+            assert info is not None and info.session_id == sid and info.metadata == {"n": number}
+        assert await store.info("AB") is None
+        await store.append("ab", turn(1), 0)
+        assert (await store.info("Ab")).message_count == 0  # type: ignore[union-attr]
+        assert sorted(i.session_id for i in await store.list()) == sorted(ids)
+
+    run(store_url, body)
+
+
+def test_unicode_round_trip(store_url: str) -> None:
+    texts = [
+        "emoji 😀👩🏽‍💻 and a 4-byte 𝄞",
+        "中文, 日本語, 한국어",
+        "עברית and العربية (right to left)",
+        "e\u0301 combining, \u200b zero width, \ufeff bom",
+        "quotes \" ' and \\ backslashes, tabs\tnew\nlines\r\n",
+        "control \x00 \x01 \x1f chars",
+        "",
+    ]
+    sent = [Message("user", text, name="ünïcödé") for text in texts]
+    metadata = {"名前": "😀", "nested": {"ключ": ["значение", None, 1.5]}}
+
+    async def body(store: Store) -> None:
+        await store.create("s1", metadata)
+        await store.append("s1", sent, 0)
+        conversation = await store.load("s1")
+        assert conversation is not None and conversation.metadata == metadata
+        assert [m.content for m in conversation.messages] == texts
+        assert {m.name for m in conversation.messages} == {"ünïcödé"}
+
+    run(store_url, body)
+
+
+class _FailsAt(RecordCodec):
+    """Fails to encode the ``n``-th message it is given."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def dump_message(self, message: Message) -> str:
+        self.left -= 1
+        if self.left == 0:
+            raise RuntimeError("encoding failed half way through the turn")
+        return super().dump_message(message)
+
+
+def test_a_failed_append_leaves_nothing(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        await store.append("s1", turn(1), 0)
+        store.codec = _FailsAt(1500)
+        with pytest.raises(RuntimeError):
+            await store.append("s1", [Message("user", f"m{i}") for i in range(3000)], 1)
+        store.codec = RecordCodec()
+        info = await store.info("s1")
+        assert info is not None and info.version == 1 and info.message_count == 2
+        conversation = await store.load("s1")
+        assert conversation is not None and len(conversation.messages) == 2
+        assert await store.append("s1", turn(2), 1) == 2
+
+    run(store_url, body)
+
+
 def test_a_turn_lands_whole(store_url: str) -> None:
     many = [Message("user", f"m{i} ✓ ünïcödé", name="user") for i in range(3001)]
 
@@ -183,44 +308,57 @@ def test_a_turn_lands_whole(store_url: str) -> None:
     run(store_url, body)
 
 
-def corrupt(kind: str, url: str, store: Store, session_id: str, body: str) -> None:
-    """Overwrite the first stored message of ``session_id`` with ``body``, using the backend's own client."""
+def corrupt(kind: str, url: str, store: Any, session_id: str, body: str, what: str) -> None:
+    """Overwrite the first message (or the metadata) of ``session_id`` with ``body``.
+
+    Written with the backend's own client, as damage on disk would be.
+    """
+    message = what == "message"
     if kind == "memory":
-        store._records[session_id].messages[0] = body  # type: ignore[attr-defined]
+        record = store._records[session_id]
+        if message:
+            record.messages[0] = body
+        else:
+            record.metadata = body
     elif kind == "sqlite":
         with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
             db.execute(
-                "UPDATE agentsession_messages SET body = ? WHERE session_id = ? AND seq = 0",
+                "UPDATE agentsession_messages SET body = ? WHERE session_id = ? AND seq = 0"
+                if message
+                else "UPDATE agentsession_conversations SET metadata = ? WHERE session_id = ?",
                 (body, session_id),
             )
     elif kind == "redis":
         import redis
 
-        from agentsession.stores.redis import RedisStore
-
-        store = RedisStore.from_url(url)
+        meta_key, messages_key = store._keys(session_id)
         client = redis.Redis.from_url(url.split("?")[0])
-        client.lset(store._keys(session_id)[1], 0, body)
-        client.close()
+        try:
+            if message:
+                client.lset(messages_key, 0, body)
+            else:
+                client.hset(meta_key, "metadata", body)
+        finally:
+            client.close()
     elif kind in ("postgresql", "mariadb"):
         import sqlalchemy as sa
 
-        from agentsession.stores.sql import SQLStore
-
-        store = SQLStore.from_url(url)
-        with store.engine.begin() as conn:
-            conn.execute(
-                sa.update(store.messages)
-                .where(store.messages.c.session_id == session_id, store.messages.c.seq == 0)
-                .values(body=body)
-            )
-        store.engine.dispose()
+        engine = sa.create_engine(store.engine.url)  # a client of its own, not the store's pool
+        messages, conversations = store.messages, store.conversations
+        with engine.begin() as conn:
+            if message:
+                first = sa.and_(messages.c.session_id == session_id, messages.c.seq == 0)
+                conn.execute(sa.update(messages).where(first).values(body=body))
+            else:
+                row = conversations.c.session_id == session_id
+                conn.execute(sa.update(conversations).where(row).values(metadata=body))
+        engine.dispose()
     else:
         raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("damage", ["invalid json", "newer schema"])
-def test_corrupt_record_names_its_session_and_stays(
+def test_corrupt_message_names_its_session_and_stays(
     store_kind: str, store_url: str, damage: str
 ) -> None:
     bad = (
@@ -233,7 +371,7 @@ def test_corrupt_record_names_its_session_and_stays(
         for sid in ("broken", "healthy"):
             await store.create(sid, {})
             await store.append(sid, turn(1), 0)
-        corrupt(store_kind, store_url, store, "broken", bad)
+        corrupt(store_kind, store_url, store, "broken", bad, "message")
         error = UnknownSchemaVersion if damage == "newer schema" else CorruptRecord
         with pytest.raises(error) as caught:
             await store.load("broken")
@@ -243,3 +381,47 @@ def test_corrupt_record_names_its_session_and_stays(
         assert info is not None and info.message_count == 2
 
     run(store_url, body)
+
+
+@pytest.mark.parametrize("damage", ["invalid json", "not an object", "newer schema"])
+def test_corrupt_metadata_names_its_session(store_kind: str, store_url: str, damage: str) -> None:
+    bad = {
+        "invalid json": "\xff{",
+        "not an object": "[1, 2]",
+        "newer schema": json.dumps({"v": 99, "metadata": {}}),
+    }[damage]
+
+    async def body(store: Store) -> None:
+        for sid in ("broken", "healthy"):
+            await store.create(sid, {"who": sid})
+        corrupt(store_kind, store_url, store, "broken", bad, "metadata")
+        error = UnknownSchemaVersion if damage == "newer schema" else CorruptRecord
+        for read in (store.info, store.load):
+            with pytest.raises(error) as caught:
+                await read("broken")
+            assert caught.value.session_id == "broken"
+        healthy = await store.info("healthy")
+        assert healthy is not None and healthy.metadata == {"who": "healthy"}
+        assert await store.version("broken") == 0  # left in place
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [
+        ("agentsession.stores.redis", "redis", "redis"),
+        ("agentsession.stores.sql", "sqlalchemy", "postgresql"),
+        ("agentsession.stores.encryption", "cryptography", "encryption"),
+    ],
+)
+def test_a_missing_driver_names_its_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, blocked: str, extra: str
+) -> None:
+    for name in list(sys.modules):
+        if name == blocked or name.startswith(blocked + "."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, blocked, None)  # makes "import blocked" fail
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingDependency, match=rf"agentsession-middleware\[{extra}\]"):
+        importlib.import_module(module)

@@ -1,21 +1,16 @@
-"""Across processes and through failures: concurrency, kill -9 mid-turn, servers going away."""
+"""Across processes: concurrency, kill -9 mid-turn, first use. Server outages: test_store_servers.py."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-from conftest import servers_required
 
-from agentsession import SessionManager, StoreUnavailable
+from agentsession import SessionManager
 from agentsession.offline import offline_agent_factory, user_messages_seen
 
 pytestmark = pytest.mark.slow
@@ -148,100 +143,6 @@ def test_kill_9_at_random_points_of_a_write_loop(durable_store_url: str) -> None
         before = len(session.history())
         reply = session.send("still usable")
         assert user_messages_seen(reply) == before // 2 + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, up: bool, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5):
-                if up:
-                    return
-        except OSError:
-            if not up:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"port {port} did not go {'up' if up else 'down'}")
-
-
-def test_redis_outage_then_recovery(tmp_path: Path) -> None:
-    server = shutil.which("redis-server")
-    if server is None:
-        if servers_required():
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    # a private, persistent Redis: stopping the shared one would lose other data
-    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]  # fmt: skip
-
-    def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(port, up=True)
-        return process
-
-    redis_process = start()
-    try:
-        with SessionManager(
-            offline_agent_factory(), f"redis://127.0.0.1:{port}/0", lock_timeout=5
-        ) as manager:
-            session = manager.session()
-            session.send("one")
-            session.send("two")
-            redis_process.send_signal(signal.SIGTERM)
-            redis_process.wait(10)
-            _wait_port(port, up=False)
-            with pytest.raises(StoreUnavailable, match="unavailable"):
-                session.send("while down")
-            redis_process = start()
-            reply = session.send("after the restart")  # same manager, same client: it reconnects
-            assert user_messages_seen(reply) == 3
-            assert len(session.history()) == 6
-    finally:
-        if redis_process.poll() is None:
-            redis_process.kill()
-
-
-def _pg_cluster() -> str:
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if not versions or shutil.which("pg_ctlcluster") is None:
-        if servers_required():
-            pytest.fail("pg_ctlcluster is not available to stop and start PostgreSQL")
-        pytest.skip("needs a local PostgreSQL cluster managed by pg_ctlcluster")
-    return versions[-1]
-
-
-def test_postgresql_outage_then_recovery(tmp_path: Path) -> None:
-    from conftest import drop_store, make_store_url
-
-    version = _pg_cluster()
-    url = make_store_url("postgresql", tmp_path)
-    pg = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
-    try:
-        with SessionManager(offline_agent_factory(), url, lock_timeout=5) as manager:
-            session = manager.session()
-            session.send("one")
-            session.send("two")
-            subprocess.run([*pg, "stop", "-m", "fast"], check=True, capture_output=True)
-            _wait_port(5432, up=False)
-            with pytest.raises(StoreUnavailable):
-                session.send("while down")
-            subprocess.run([*pg, "start"], check=True, capture_output=True)
-            _wait_port(5432, up=True)
-            time.sleep(1)
-            reply = session.send("after the restart")
-            assert user_messages_seen(reply) == 3
-            assert len(session.history()) == 6
-    finally:
-        subprocess.run([*pg, "start"], capture_output=True)
-        _wait_port(5432, up=True, seconds=60)
-        drop_store("postgresql", url)
 
 
 FIRST_USE = textwrap.dedent(
