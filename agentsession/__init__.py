@@ -17,6 +17,7 @@ from .errors import (
     ConversationFull,
     CorruptRecord,
     FamilyError,
+    InvalidInput,
     LimitExceeded,
     MessageTooLarge,
     SessionBusy,
@@ -28,11 +29,13 @@ from .errors import (
     UnsupportedVersion,
 )
 from .manager import (
+    MAX_SESSION_ID_LENGTH,
     AsyncSession,
     AsyncSessionManager,
     Session,
     SessionContext,
     SessionManager,
+    check_session_id,
     new_session_id,
 )
 from .messages import Message, ToolCall
@@ -41,6 +44,7 @@ from .stores import SessionInfo, Store, open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_SESSION_ID_LENGTH",
     "AgentSessionError",
     "AsyncSession",
     "AsyncSessionManager",
@@ -50,6 +54,7 @@ __all__ = [
     "ConversationFull",
     "CorruptRecord",
     "FamilyError",
+    "InvalidInput",
     "LimitExceeded",
     "Message",
     "MessageTooLarge",
@@ -66,6 +71,7 @@ __all__ = [
     "UnknownSchemaVersion",
     "UnsupportedAgent",
     "UnsupportedVersion",
+    "check_session_id",
     "new_session_id",
     "open_store",
 ]

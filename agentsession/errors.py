@@ -79,6 +79,10 @@ class SessionBusy(AgentSessionError):
         )
 
 
+class InvalidInput(AgentSessionError, ValueError):
+    """A session id or a message that no store can hold: refused before anything is written."""
+
+
 class LimitExceeded(AgentSessionError):
     """A message or a conversation is over its configured size limit."""
 

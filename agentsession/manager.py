@@ -23,6 +23,7 @@ from ._cache import AgentCache, LiveAgent
 from .errors import (
     ConflictError,
     ConversationFull,
+    InvalidInput,
     MessageTooLarge,
     SessionBusy,
     SessionNotFound,
@@ -38,6 +39,8 @@ T = TypeVar("T")
 DEFAULT_STORE_URL = "sqlite:///agentsession.db"
 EXPORT_FORMAT = "agentsession.conversation"
 EXPORT_VERSION = 1
+MAX_SESSION_ID_LENGTH = 128
+"""Characters; at most 512 bytes of UTF-8, the width of the SQL stores' key column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,44 @@ def new_session_id() -> str:
     Hex, not url-safe base64: an id starting with "-" would read as an option on a command line.
     """
     return secrets.token_hex(20)
+
+
+def check_session_id(session_id: object) -> str:
+    """Return ``session_id`` if every store can hold it; raise ``InvalidInput`` if not.
+
+    A session id is a non-empty ``str`` of at most ``MAX_SESSION_ID_LENGTH`` characters, with
+    no NUL (PostgreSQL refuses it in text) and no lone surrogate (it has no UTF-8 encoding).
+    """
+    if not isinstance(session_id, str):
+        raise InvalidInput(f"a session id must be a str, not {type(session_id).__name__}")
+    if not session_id:
+        raise InvalidInput("a session id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise InvalidInput(
+            f"a session id is at most {MAX_SESSION_ID_LENGTH} characters; "
+            f"this one has {len(session_id)}"
+        )
+    if "\x00" in session_id:
+        raise InvalidInput("a session id must not contain NUL characters")
+    try:
+        session_id.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"a session id must be valid text: a lone surrogate at position {exc.start}"
+        ) from None
+    return session_id
+
+
+def _text_bytes(text: object) -> int:
+    """The UTF-8 size of a user message, or ``InvalidInput`` if it is not storable text."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"the message must be a str, not {type(text).__name__}")
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"the message is not valid text: a lone surrogate at position {exc.start}"
+        ) from None
 
 
 def _factory_takes_context(factory: AgentFactory) -> bool:
@@ -109,8 +150,13 @@ class AsyncSessionManager:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def session(self, session_id: str | None = None) -> AsyncSession:
-        """The session ``session_id`` (created in the store on its first write), or a new one."""
-        return AsyncSession(self, session_id or new_session_id())
+        """The session ``session_id`` (created in the store on its first write), or a new one.
+
+        Raises ``InvalidInput`` for an id no store can hold (see ``check_session_id``).
+        """
+        if session_id is None:
+            return AsyncSession(self, new_session_id())
+        return AsyncSession(self, check_session_id(session_id))
 
     # -- turns -----------------------------------------------------------------------
 
@@ -124,7 +170,8 @@ class AsyncSessionManager:
         self, session_id: str, text: str, *, sender: str | None = None
     ) -> list[Message]:
         """Run one user turn and return every message it added (the reply last)."""
-        size = len(text.encode("utf-8"))
+        check_session_id(session_id)
+        size = _text_bytes(text)
         if size > self.max_message_bytes:
             raise MessageTooLarge(
                 f"the message is {size} bytes; the limit is {self.max_message_bytes} "
@@ -218,18 +265,22 @@ class AsyncSessionManager:
     # -- reading and housekeeping ----------------------------------------------------
 
     async def history(self, session_id: str) -> list[Message]:
+        check_session_id(session_id)
         conversation = await self.store.load(session_id)
         return [] if conversation is None else conversation.messages
 
     async def info(self, session_id: str) -> SessionInfo | None:
+        check_session_id(session_id)
         return await self.store.info(session_id)
 
     async def metadata(self, session_id: str) -> dict[str, Any]:
+        check_session_id(session_id)
         info = await self.store.info(session_id)
         return {} if info is None else dict(info.metadata)
 
     async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> None:
         """Replace the metadata (creating the conversation if needed)."""
+        check_session_id(session_id)
         async with self._turn_lock(session_id):
             if await self.store.version(session_id) is None:
                 await self.store.create(session_id, metadata)
@@ -239,22 +290,26 @@ class AsyncSessionManager:
             self._cache.discard(session_id)
 
     async def exists(self, session_id: str) -> bool:
+        check_session_id(session_id)
         return await self.store.version(session_id) is not None
 
     async def reset(self, session_id: str) -> None:
         """Forget the messages, keep the id and the metadata."""
+        check_session_id(session_id)
         async with self._turn_lock(session_id):
             self._cache.discard(session_id)
             if await self.store.version(session_id) is not None:
                 await self.store.reset(session_id)
 
     async def delete(self, session_id: str) -> bool:
+        check_session_id(session_id)
         async with self._turn_lock(session_id):
             self._cache.discard(session_id)
             return await self.store.delete(session_id)
 
     async def rotate(self, session_id: str) -> str:
         """Move the conversation to a fresh id (e.g. on login) and return that id."""
+        check_session_id(session_id)
         new_id = new_session_id()
         async with self._turn_lock(session_id):
             self._cache.discard(session_id)
@@ -270,6 +325,7 @@ class AsyncSessionManager:
 
     async def export(self, session_id: str) -> dict[str, Any]:
         """The conversation as a version-neutral JSON document (``agentsession import`` reads it)."""
+        check_session_id(session_id)
         conversation = await self.store.load(session_id)
         if conversation is None:
             raise SessionNotFound(session_id)
@@ -289,7 +345,7 @@ class AsyncSessionManager:
             raise ValueError(
                 f"not an agentsession export (format {EXPORT_FORMAT!r} v{EXPORT_VERSION})"
             )
-        target = session_id or str(document["session_id"])
+        target = check_session_id(document.get("session_id") if session_id is None else session_id)
         messages = [Message.from_dict(m, target) for m in document.get("messages", [])]
         async with self._turn_lock(target):
             self._cache.discard(target)
@@ -378,7 +434,7 @@ class SessionManager:
         return _loop.run(coro)
 
     def session(self, session_id: str | None = None) -> Session:
-        return Session(self, session_id or new_session_id())
+        return Session(self, self.engine.session(session_id).id)
 
     def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
         return self._run(self.engine.send(session_id, text, sender=sender))

@@ -16,6 +16,7 @@ from agentsession import (
     AsyncSessionManager,
     ConversationFull,
     CorruptRecord,
+    InvalidInput,
     MessageTooLarge,
     SessionBusy,
     SessionContext,
@@ -298,3 +299,44 @@ def test_session_ids_are_unguessable_and_command_line_safe() -> None:
     for session_id in ids:
         assert len(session_id) * 4 >= 128  # hex: 4 bits a character
         assert session_id.isalnum() and not session_id.startswith("-")
+
+
+BAD_IDS = ["", "x" * 129, "nul\x00inside", "lone \ud800 surrogate", 42]
+
+
+def test_ids_and_texts_no_store_can_hold_are_refused_before_any_write(
+    family: str, store_url: str
+) -> None:
+    from agentsession import MAX_SESSION_ID_LENGTH
+
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        for bad in BAD_IDS:
+            with pytest.raises(InvalidInput, match="session id"):
+                manager.session(bad)  # type: ignore[arg-type]
+            calls = (
+                (manager.send, (bad, "hello")),
+                (manager.set_metadata, (bad, {"a": 1})),
+                (manager.history, (bad,)),
+                (manager.delete, (bad,)),
+                (manager.import_, (EXPORT, bad)),
+            )
+            for method, args in calls:
+                with pytest.raises(InvalidInput):
+                    method(*args)  # type: ignore[operator]
+        session = manager.session("fine")
+        with pytest.raises(InvalidInput, match="lone surrogate at position 3"):
+            session.send("abc\udc80def")
+        with pytest.raises(InvalidInput, match="must be a str"):
+            session.send(b"bytes")  # type: ignore[arg-type]
+        assert manager.list() == []  # nothing was written
+        # the widest ids every store must hold, compared exactly: 128 four-byte characters
+        # (512 bytes), and ids that differ only in case or a trailing space
+        for session_id in ("\U0001f600" * MAX_SESSION_ID_LENGTH, "Ab", "ab", "ab "):
+            manager.session(session_id).send(f"I am {session_id!r}")
+        for session_id in ("\U0001f600" * MAX_SESSION_ID_LENGTH, "Ab", "ab", "ab "):
+            history = manager.history(session_id)
+            assert len(history) == 2 and history[0].content == f"I am {session_id!r}"
+        assert isinstance(InvalidInput("x"), ValueError)
+
+
+EXPORT = {"format": "agentsession.conversation", "v": 1, "session_id": "x", "messages": []}

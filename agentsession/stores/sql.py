@@ -111,7 +111,7 @@ class SQLStore(Store):
         self.dialect = self.engine.dialect.name
         metadata = sa.MetaData()
         text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
-        key = _Key(128)
+        key = _Key(128)  # the engine's MAX_SESSION_ID_LENGTH
         # utf8mb4 whatever the database's default: messages hold emoji
         mysql_options: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
         self.conversations = sa.Table(

@@ -223,6 +223,17 @@ def test_oversized_message_is_413(make: MakeHarness) -> None:
     assert seen(client.say("short")) == 1
 
 
+def test_text_that_is_not_valid_unicode_is_400(make: MakeHarness) -> None:
+    # valid JSON whose string holds a lone surrogate: no store can encode it as UTF-8
+    client = make().client()
+    response = client.post(
+        "/chat", content=b'{"text": "abc\\ud800"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400 and response.json()["code"] == "invalid_input"
+    assert "lone surrogate at position 3" in response.json()["detail"]
+    assert seen(client.say("fine")) == 1  # nothing half-written
+
+
 @pytest.mark.parametrize("busy_status", [409, 429])
 def test_a_busy_conversation_is_409_or_429(make: MakeHarness, busy_status: int) -> None:
     harness = make(lock_timeout=0.2, busy_status=busy_status)
