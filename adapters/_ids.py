@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from itsdangerous import BadData, TimestampSigner
@@ -32,6 +33,7 @@ from agentsession.errors import (
 )
 from agentsession.manager import AsyncSessionManager, new_session_id
 from agentsession.messages import Message
+from agentsession.stores import Conversation, SessionInfo
 
 logger = logging.getLogger("agentsession")
 
@@ -127,7 +129,14 @@ class TokenSigner:
             return None
         try:
             value = self._signer.unsign(token, max_age=self.max_age).decode("ascii")
-        except (BadData, UnicodeError):
+        except (BadData, UnicodeError) as exc:
+            # itsdangerous keeps its first error in a local of a frame that error's traceback
+            # holds: a cycle that would keep the request (up the frames) alive until the
+            # cyclic collector runs. Forged tokens are cheap to send; let them go at once.
+            error: BaseException | None = exc
+            while error is not None:
+                error.__traceback__ = None
+                error = error.__context__
             return None
         return value if _ID_SHAPE.fullmatch(value) else None
 
@@ -167,6 +176,8 @@ class SessionIds:
 
     def response_headers(self, session: AsyncRequestSession, https: bool) -> list[tuple[str, str]]:
         """Headers that hand the client its id; none unless the session was used."""
+        if not session.needs_headers:
+            return []
         outgoing = session.outgoing_id
         if outgoing is not None:
             token = self.signer.sign(outgoing)  # re-signed: the expiry slides with use
@@ -191,62 +202,95 @@ class AsyncRequestSession:
 
     Resolving verifies the claimed token and adopts its id if the store holds it for this
     user, else issues a new id. A new conversation is stored on its first write, so reading a
-    fresh one costs no I/O.
+    fresh one costs no I/O. ``claim`` may be a callable, so a request that never uses its
+    session does not even read its headers.
     """
+
+    # class-level defaults: a request that never uses its session sets three attributes
+    deleted = False
+    _id: str | None = None
+    _adoptable = True  # false after the first resolution: a later one must not re-adopt
+    _stored = False  # the store holds this conversation
+    _changed = False  # adopted, written or rotated: the client should get the id
+    _stored_owner: object = None
+    _owner_known = False
+    _owner_value: str | None = None
+    _resolving: asyncio.Lock | None = None
+    _metadata: Mapping[str, Any] = MappingProxyType({})  # replaced, never changed in place
 
     def __init__(
         self,
         engine: AsyncSessionManager,
-        claim: Claim,
+        claim: Claim | Callable[[], Claim],
         owner: Callable[[], str | None] | None = None,
     ) -> None:
         self.engine = engine
-        self.via_header = claim.via_header
-        self.deleted = False
-        self._claim: Claim | None = claim
+        self._claim = claim
         self._owner = owner
-        self._owner_known = owner is None
-        self._owner_value: str | None = None
-        self._id: str | None = None
-        self._stored = False  # the store holds this conversation
-        self._changed = False  # adopted, written or rotated: the client should get the id
-        self._stored_owner: object = None
-        self._metadata: dict[str, Any] = {}
-        self._resolving: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         state = "unresolved" if self._id is None else f"{self._id[:6]}…"
         return f"<{type(self).__name__} {state}>"
 
     @property
+    def claim(self) -> Claim:
+        """What the request brought (read from the request on first access)."""
+        claim = self._claim
+        if not isinstance(claim, Claim):
+            claim = self._claim = claim()
+        return claim
+
+    @property
+    def via_header(self) -> bool:
+        return self.claim.via_header
+
+    @property
+    def needs_headers(self) -> bool:
+        """Whether the response must carry the id (or expire the cookie): the session was used."""
+        return self._changed or self.deleted
+
+    @property
     def outgoing_id(self) -> str | None:
         """The id to hand back, if the conversation was used and exists."""
-        return self._id if self._id is not None and self._changed else None
+        return self._id if self._changed else None
 
     def current_owner(self) -> str | None:
         """The request's user, asked once (sync adapters ask in the request's own thread)."""
         if not self._owner_known and self._owner is not None:
             self._owner_value = self._owner()
-            self._owner_known = True
+            self._owner_known, self._owner = True, None  # and let go of the request
         return self._owner_value
 
     async def session_id(self) -> str:
         """The conversation's id, adopted or issued on first use."""
-        if self._id is not None:
-            return self._id
+        if self._id is None:
+            await self._resolve(read_messages=False)
+        assert self._id is not None
+        return self._id
+
+    async def _resolve(self, read_messages: bool) -> list[Message] | None:
+        """Adopt the claimed id or issue one; with ``read_messages``, the history in the same read."""
         if self._resolving is None:
             self._resolving = asyncio.Lock()
         async with self._resolving:  # two concurrent first uses must agree on one id
-            if self._id is None:
-                self._id = await self._adopt_or_issue()
-        return self._id
+            if self._id is not None:
+                return None
+            self._id, messages = await self._adopt_or_issue(read_messages)
+            return messages
 
-    async def _adopt_or_issue(self) -> str:
+    async def _adopt_or_issue(self, read_messages: bool) -> tuple[str, list[Message] | None]:
         owner = self.current_owner()
-        claimed = self._claim.verified_id() if self._claim is not None else None
-        self._claim = None  # after a delete(), a later use must not adopt the old id again
+        claimed = self.claim.verified_id() if self._adoptable else None
+        self._adoptable = False  # after a delete(), a later use must not adopt the old id again
         if claimed is not None:
-            info = await self.engine.info(claimed)
+            messages: list[Message] | None = None
+            info: SessionInfo | Conversation | None
+            if read_messages:  # one store read for both: adoption and the history
+                conversation = await self.engine.load(claimed)
+                info = conversation
+                messages = None if conversation is None else conversation.messages
+            else:
+                info = await self.engine.info(claimed)
             if info is None:
                 logger.info("a signed session id unknown to the store was refused; new id issued")
             elif not owner_allows(info.metadata.get(OWNER_KEY), owner):
@@ -255,16 +299,17 @@ class AsyncRequestSession:
                 self._stored = self._changed = True
                 self._stored_owner = info.metadata.get(OWNER_KEY)
                 self._metadata = dict(info.metadata)
-                return claimed
-        return new_session_id()
+                return claimed, messages
+        return new_session_id(), ([] if read_messages else None)
 
     async def _for_writing(self) -> str:
         session_id = await self.session_id()
         owner = self.current_owner()
         if owner is not None and self._stored_owner != owner:
             # a new conversation, or an anonymous one claimed at login: bind it to its user
-            await self.engine.set_metadata(session_id, {**self._metadata, OWNER_KEY: owner})
-            self._stored_owner, self._metadata[OWNER_KEY] = owner, owner
+            metadata = {**self._metadata, OWNER_KEY: owner}
+            await self.engine.set_metadata(session_id, metadata)
+            self._stored_owner, self._metadata = owner, metadata
             self._stored = self._changed = True
         return session_id
 
@@ -279,8 +324,12 @@ class AsyncRequestSession:
         return added
 
     async def history(self) -> list[Message]:
-        session_id = await self.session_id()
-        return await self.engine.history(session_id) if self._stored else []
+        if self._id is None:
+            messages = await self._resolve(read_messages=True)
+            if messages is not None:
+                return messages
+        assert self._id is not None
+        return await self.engine.history(self._id) if self._stored else []
 
     async def metadata(self) -> dict[str, Any]:
         session_id = await self.session_id()
@@ -310,7 +359,7 @@ class AsyncRequestSession:
         session_id = await self.session_id()
         deleted = await self.engine.delete(session_id) if self._stored else False
         self._id, self._stored, self._changed = None, False, False
-        self._stored_owner, self._metadata = None, {}
+        self._stored_owner, self._metadata = None, MappingProxyType({})
         self.deleted = True
         return deleted
 

@@ -15,7 +15,8 @@ async def chat(request):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from functools import partial
 from typing import Any
 
 from agentsession.manager import AsyncSessionManager
@@ -26,6 +27,7 @@ from ._ids import (
     MAPPED_ERRORS,
     MAX_AGE,
     AsyncRequestSession,
+    Claim,
     ErrorAnswer,
     IdConfig,
     SecretKey,
@@ -106,42 +108,52 @@ class AgentSessionMiddleware:
             return None
         return answer
 
-    def _claimed(self, scope: Scope) -> tuple[str | None, str | None]:
+    def _claim(self, headers: Iterable[tuple[bytes, bytes]]) -> Claim:
         header_token: str | None = None
         cookies: list[str] = []
-        for name, value in scope.get("headers", ()):
+        for name, value in headers:
             if name == self._header:
                 header_token = value.decode("latin-1")
             elif name == b"cookie":
                 cookies.append(value.decode("latin-1"))  # HTTP/2 may split the Cookie header
-        return header_token, "; ".join(cookies) or None
+        return self.ids.claim(header_token, "; ".join(cookies) or None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        # what every request pays: one small object and a plain function around send; the
+        # headers are read, and the id checked, only when the handler uses its session. Without
+        # owner= nothing the session holds refers back to the scope (which holds the session),
+        # so a request's objects are freed when it ends, not later by the cyclic collector.
         owner = self.owner
         session = AsyncRequestSession(
             self.manager,
-            self.ids.claim(*self._claimed(scope)),
-            (lambda: owner(scope)) if owner is not None else None,
+            partial(self._claim, scope.get("headers", ())),
+            partial(owner, scope) if owner is not None else None,
         )
         scope[SCOPE_KEY] = session
-        scope.setdefault("state", {})[STATE_KEY] = session
-        https = scope.get("scheme") in ("https", "wss")
+        if "state" in scope:
+            scope["state"][STATE_KEY] = session
+        else:
+            scope["state"] = {STATE_KEY: session}
         answered = False  # an http response started, or the websocket was closed
 
-        async def send_with_id(message: Message) -> None:
+        def send_with_id(message: Message) -> Awaitable[None]:
+            # not a coroutine: the server's send is awaited directly, no extra frame
             nonlocal answered
             kind = message["type"]
-            if kind in ("http.response.start", "websocket.accept"):
-                extra = self.ids.response_headers(session, https)
-                if extra:
+            if kind == "http.response.start" or kind == "websocket.accept":
+                if session.needs_headers:
+                    https = scope.get("scheme") in ("https", "wss")
+                    extra = self.ids.response_headers(session, https)
                     encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
                     message = {**message, "headers": [*message.get("headers", ()), *encoded]}
-            if kind in ("http.response.start", "websocket.close", "websocket.http.response.start"):
+                answered = kind == "http.response.start" or answered
+            elif kind == "websocket.close" or kind == "websocket.http.response.start":
                 answered = True
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_with_id)

@@ -29,6 +29,7 @@ from ._ids import (
     MAPPED_ERRORS,
     MAX_AGE,
     AsyncRequestSession,
+    Claim,
     IdConfig,
     RequestSession,
     SecretKey,
@@ -62,9 +63,11 @@ def request_session(
     owner: Callable[[], str | None] | None,
 ) -> RequestSession:
     """The lazy session of one WSGI request (also used by the Flask extension)."""
-    claim = ids.claim(
-        environ.get(environ_header(ids.config.header_name)), environ.get("HTTP_COOKIE")
-    )
+
+    def claim() -> Claim:  # read on the session's first use
+        header = environ.get(environ_header(ids.config.header_name))
+        return ids.claim(header, environ.get("HTTP_COOKIE"))
+
     return RequestSession(AsyncRequestSession(manager.engine, claim, owner))
 
 

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .families import Driver, driver_for
 from .messages import Message
-from .stores import SessionInfo, Store, open_store
+from .stores import Conversation, SessionInfo, Store, open_store
 
 logger = logging.getLogger("agentsession")
 
@@ -273,6 +273,11 @@ class AsyncSessionManager:
         check_session_id(session_id)
         return await self.store.info(session_id)
 
+    async def load(self, session_id: str) -> Conversation | None:
+        """The stored conversation (messages, metadata, version) in one read, or None."""
+        check_session_id(session_id)
+        return await self.store.load(session_id)
+
     async def metadata(self, session_id: str) -> dict[str, Any]:
         check_session_id(session_id)
         info = await self.store.info(session_id)
@@ -444,6 +449,9 @@ class SessionManager:
 
     def history(self, session_id: str) -> list[Message]:
         return self._run(self.engine.history(session_id))
+
+    def load(self, session_id: str) -> Conversation | None:
+        return self._run(self.engine.load(session_id))
 
     def info(self, session_id: str) -> SessionInfo | None:
         return self._run(self.engine.info(session_id))

@@ -267,6 +267,10 @@ def test_export_and_import_round_trip(family: str, store_url: str) -> None:
         assert user_messages_seen(manager.send(copy_id, "two")) == 2
         with pytest.raises(SessionNotFound):
             manager.export("no-such-session")
+        loaded = manager.load(copy_id)  # everything in one read
+        assert loaded is not None and loaded.messages == manager.history(copy_id)
+        assert loaded.metadata == {"topic": "maths"} and loaded.version == 2
+        assert manager.load("no-such-session") is None
 
 
 def _turn_in_forked_child(url: str, session_id: str, family: str, queue: Any) -> None:

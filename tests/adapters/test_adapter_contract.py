@@ -160,6 +160,25 @@ def test_reading_a_brand_new_conversation_costs_nothing(make: MakeHarness) -> No
     assert harness.calls() == 0 and set_cookies(response) == []
 
 
+def test_reading_a_conversation_is_one_store_read(make: MakeHarness) -> None:
+    # adopting the claimed id and reading the history share one load: one round trip
+    harness = make()
+    alice = harness.client(headers={"X-User": "alice"})
+    alice.say("alice's secret")
+    harness.store.calls.clear()  # type: ignore[attr-defined]
+    response = alice.get("/history")
+    assert len(response.json()["messages"]) == 2
+    assert dict(harness.store.calls) == {"load": 1}  # type: ignore[attr-defined]
+    assert cookie_token(response) is not None  # the sliding expiry moves on a read too
+    # the same read refuses another user: the loaded history is not handed out
+    token = alice.cookies["agentsession"]
+    for user in ("bob", None):
+        headers = {"X-User": user} if user else {}
+        other = harness.client(headers=headers, cookies={"agentsession": token})
+        refused = other.get("/history")
+        assert refused.json() == {"messages": []} and set_cookies(refused) == []
+
+
 def test_rotate_keeps_the_conversation_under_a_new_id(make: MakeHarness) -> None:
     harness = make()
     client = harness.client()

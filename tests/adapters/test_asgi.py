@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 import httpx
@@ -47,6 +49,39 @@ def test_request_state_and_the_accessor_are_the_same_session() -> None:
         assert client.get("/").json() == {"same": True}
     with pytest.raises(RuntimeError, match="not installed"):
         get_session({"type": "http"})
+
+
+def test_a_request_and_its_session_are_freed_when_it_ends() -> None:
+    # no reference cycle between the scope and its session: freed by reference counting,
+    # not left for the cyclic collector (which costs every request a little)
+    sessions: list[weakref.ref[Any]] = []
+
+    async def inner(scope: Scope, receive: Any, send: Any) -> None:
+        sessions.append(weakref.ref(scope[SCOPE_KEY]))
+        if scope["path"] == "/use":
+            await get_session(scope).history()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = AgentSessionMiddleware(inner, manager(), secret_key=SECRET)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Any) -> None:
+        return None
+
+    async def requests() -> None:
+        for path in ("/plain", "/use"):
+            headers = [(b"cookie", b"agentsession=whatever")]
+            await app({"type": "http", "path": path, "headers": headers}, receive, send)
+
+    gc.disable()
+    try:
+        asyncio.run(requests())
+        assert len(sessions) == 2 and [ref() for ref in sessions] == [None, None]
+    finally:
+        gc.enable()
 
 
 def test_lifespan_passes_through_untouched() -> None:
