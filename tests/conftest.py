@@ -107,10 +107,15 @@ def store_url(store_kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(params=DURABLE_STORES)
-def durable_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url = make_store_url(str(request.param), tmp_path)
+def durable_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def durable_store_url(durable_kind: str, tmp_path: Path) -> Iterator[str]:
+    url = make_store_url(durable_kind, tmp_path)
     yield url
-    drop_store(str(request.param), url)
+    drop_store(durable_kind, url)
 
 
 def family_installed(name: str) -> bool:

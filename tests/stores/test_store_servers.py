@@ -35,18 +35,6 @@ from agentsession.stores import Store, open_store
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=DURABLE_STORES)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def url(kind: str, tmp_path: Path) -> Iterator[str]:
-    made = make_store_url(kind, tmp_path)
-    yield made
-    drop_store(kind, made)
-
-
 def pair(tag: str) -> list[Message]:
     return [Message("user", tag, name="user"), Message("assistant", f"re {tag}", name="bot")]
 
@@ -166,7 +154,8 @@ CONCURRENT_WORKER = textwrap.dedent(
 )
 
 
-def test_fifty_store_level_turns_from_two_processes(url: str) -> None:
+def test_fifty_store_level_turns_from_two_processes(durable_store_url: str) -> None:
+    url = durable_store_url
     """2 processes x 2 threads x 5 tasks, 50 turns of lease -> read -> append -> release."""
 
     async def start(store: Store) -> None:
@@ -262,8 +251,9 @@ HANG_BEFORE_COMMIT = textwrap.dedent(
 
 # Redis has no transaction to hang in: a Lua script runs whole or not at all, and the
 # write-loop test below kills Redis writers at random points instead.
-@pytest.mark.parametrize("kind", [k for k in DURABLE_STORES if k != "redis"])
-def test_kill_9_inside_the_write_transaction(kind: str, url: str) -> None:
+@pytest.mark.parametrize("durable_kind", [k for k in DURABLE_STORES if k != "redis"])
+def test_kill_9_inside_the_write_transaction(durable_kind: str, durable_store_url: str) -> None:
+    url = durable_store_url
 
     async def scenario(store: Store) -> None:
         await store.create("s1", {})
@@ -323,7 +313,8 @@ WRITE_LOOP = textwrap.dedent(
 )
 
 
-def test_kill_9_in_a_loop_of_large_turns(url: str) -> None:
+def test_kill_9_in_a_loop_of_large_turns(durable_store_url: str) -> None:
+    url = durable_store_url
     size = 400
 
     async def scenario(store: Store) -> None:
