@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from itsdangerous import BadData, TimestampSigner
 
@@ -187,6 +187,49 @@ class SessionIds:
         if session.deleted and not session.via_header:
             return [("Set-Cookie", self.config.expire_cookie(https))]
         return []
+
+
+AppT = TypeVar("AppT")
+ManagerT = TypeVar("ManagerT")
+RequestT = TypeVar("RequestT")
+
+
+class Middleware(Generic[AppT, ManagerT, RequestT]):
+    """The options the ASGI and WSGI middlewares share, and what they build from them."""
+
+    def __init__(
+        self,
+        app: AppT,
+        manager: ManagerT,
+        *,
+        secret_key: SecretKey,
+        cookie_name: str = COOKIE_NAME,
+        header_name: str = HEADER_NAME,
+        max_age: int | None = MAX_AGE,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_secure: bool | None = None,
+        cookie_samesite: str = "lax",
+        owner: Callable[[RequestT], str | None] | None = None,
+        busy_status: int = 409,
+    ) -> None:
+        self.app = app
+        self.manager = manager
+        config = IdConfig(
+            cookie_name, header_name, max_age, cookie_path, cookie_domain, cookie_secure,
+            cookie_samesite,
+        )  # fmt: skip
+        self.ids = SessionIds(secret_key, config)
+        self.owner = owner
+        self.busy_status = check_busy_status(busy_status)
+        self._installed()
+
+    def _installed(self) -> None:
+        """What an adapter sets up once its options are read."""
+
+    @property
+    def signer(self) -> TokenSigner:
+        return self.ids.signer
 
 
 # -- the request's session --------------------------------------------------------------

@@ -22,18 +22,11 @@ from typing import Any
 from agentsession.manager import AsyncSessionManager
 
 from ._ids import (
-    COOKIE_NAME,
-    HEADER_NAME,
     MAPPED_ERRORS,
-    MAX_AGE,
     AsyncRequestSession,
     Claim,
     ErrorAnswer,
-    IdConfig,
-    SecretKey,
-    SessionIds,
-    TokenSigner,
-    check_busy_status,
+    Middleware,
     error_answer,
 )
 
@@ -58,45 +51,21 @@ def get_session(connection: Mapping[str, Any]) -> AsyncRequestSession:
     return session
 
 
-class AgentSessionMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        manager: AsyncSessionManager,
-        *,
-        secret_key: SecretKey,
-        cookie_name: str = COOKIE_NAME,
-        header_name: str = HEADER_NAME,
-        max_age: int | None = MAX_AGE,
-        cookie_path: str = "/",
-        cookie_domain: str | None = None,
-        cookie_secure: bool | None = None,
-        cookie_samesite: str = "lax",
-        owner: Callable[[Scope], str | None] | None = None,
-        busy_status: int = 409,
-    ) -> None:
-        self.app = app
-        self.manager = manager
-        config = IdConfig(
-            cookie_name, header_name, max_age, cookie_path, cookie_domain, cookie_secure,
-            cookie_samesite,
-        )  # fmt: skip
-        self.ids = SessionIds(secret_key, config)
-        self.owner = owner
-        self.busy_status = check_busy_status(busy_status)
-        self._header = header_name.lower().encode("latin-1")
+class AgentSessionMiddleware(Middleware[ASGIApp, AsyncSessionManager, Scope]):
+    """``AgentSessionMiddleware(app, manager, *, secret_key, cookie_name=…, header_name=…,
+    max_age=…, cookie_path=…, cookie_domain=…, cookie_secure=…, cookie_samesite=…, owner=…,
+    busy_status=…)``; ``owner(scope)`` names the request's user."""
+
+    def _installed(self) -> None:
+        self._header = self.ids.config.header_name.lower().encode("latin-1")
         # Starlette and FastAPI turn any exception into a 500 before an outer middleware sees
         # it: wrapped around such an app, answer from inside it (keeping the app's own handlers)
-        handlers = getattr(app, "exception_handlers", None)
-        add_handler = getattr(app, "add_exception_handler", None)
+        handlers = getattr(self.app, "exception_handlers", None)
+        add_handler = getattr(self.app, "add_exception_handler", None)
         if isinstance(handlers, dict) and callable(add_handler):
             for error in MAPPED_ERRORS:
                 if error not in handlers:
                     add_handler(error, self._exception_handler)
-
-    @property
-    def signer(self) -> TokenSigner:
-        return self.ids.signer
 
     async def _exception_handler(self, connection: Any, exc: Exception) -> ErrorAnswer | None:
         answer = error_answer(exc, self.busy_status)

@@ -22,6 +22,7 @@ set in ``app.config`` wins over the argument; ``secret_key`` defaults to ``app.s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -129,11 +130,7 @@ class AgentSession:
         if not secret:
             raise ValueError("set app.secret_key or AGENTSESSION_SECRET_KEY to sign session ids")
         engine_options = {k: option[k] for k in _ENGINE_OPTIONS if option[k] is not None}
-        config = IdConfig(
-            option["cookie_name"], option["header_name"], option["max_age"],
-            option["cookie_path"], option["cookie_domain"], option["cookie_secure"],
-            option["cookie_samesite"],
-        )  # fmt: skip
+        config = IdConfig(**{f.name: option[f.name] for f in dataclasses.fields(IdConfig)})
         app.extensions[EXTENSION] = _AppState(
             SessionManager(self.factory, option["store"], **engine_options),
             SessionIds(secret, config),

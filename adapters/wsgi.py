@@ -24,17 +24,12 @@ from typing import Any
 from agentsession.manager import SessionManager
 
 from ._ids import (
-    COOKIE_NAME,
-    HEADER_NAME,
     MAPPED_ERRORS,
-    MAX_AGE,
     AsyncRequestSession,
     Claim,
-    IdConfig,
+    Middleware,
     RequestSession,
-    SecretKey,
     SessionIds,
-    check_busy_status,
     error_answer,
 )
 
@@ -75,32 +70,9 @@ def status_line(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
 
 
-class AgentSessionWSGIMiddleware:
-    def __init__(
-        self,
-        app: WSGIApp,
-        manager: SessionManager,
-        *,
-        secret_key: SecretKey,
-        cookie_name: str = COOKIE_NAME,
-        header_name: str = HEADER_NAME,
-        max_age: int | None = MAX_AGE,
-        cookie_path: str = "/",
-        cookie_domain: str | None = None,
-        cookie_secure: bool | None = None,
-        cookie_samesite: str = "lax",
-        owner: Callable[[Environ], str | None] | None = None,
-        busy_status: int = 409,
-    ) -> None:
-        self.app = app
-        self.manager = manager
-        config = IdConfig(
-            cookie_name, header_name, max_age, cookie_path, cookie_domain, cookie_secure,
-            cookie_samesite,
-        )  # fmt: skip
-        self.ids = SessionIds(secret_key, config)
-        self.owner = owner
-        self.busy_status = check_busy_status(busy_status)
+class AgentSessionWSGIMiddleware(Middleware[WSGIApp, SessionManager, Environ]):
+    """``AgentSessionWSGIMiddleware(app, manager, *, secret_key, …)``: the ASGI middleware's
+    options; ``owner(environ)`` names the request's user."""
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         owner = self.owner
