@@ -35,6 +35,7 @@ from .stores import Conversation, SessionInfo, Store, open_store
 logger = logging.getLogger("agentsession")
 
 T = TypeVar("T")
+_timeout = getattr(asyncio, "timeout", None)
 
 DEFAULT_STORE_URL = "sqlite:///agentsession.db"
 EXPORT_FORMAT = "agentsession.conversation"
@@ -233,7 +234,11 @@ class AsyncSessionManager:
         if lock is None:
             lock = self._locks[session_id] = asyncio.Lock()
         try:
-            await asyncio.wait_for(lock.acquire(), self.lock_timeout)
+            if _timeout is not None:  # Python 3.11+: a timer, not a task per acquire
+                async with _timeout(self.lock_timeout):
+                    await lock.acquire()
+            else:  # pragma: no cover - Python 3.10
+                await asyncio.wait_for(lock.acquire(), self.lock_timeout)
         except asyncio.TimeoutError:
             raise SessionBusy(session_id, self.lock_timeout) from None
         try:
