@@ -151,6 +151,7 @@ class SQLStore(Store):
         self.metadata = metadata
         self._ready = False
         self._ready_lock = threading.Lock()
+        self._hot = _HotPath(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
@@ -245,15 +246,10 @@ class SQLStore(Store):
 
     async def load(self, session_id: str) -> Conversation | None:
         def read(conn: Connection) -> tuple[Any, Sequence[Any]] | None:
-            head = conn.execute(sa.select(self.conversations).where(self._live(session_id))).first()
+            head = self._head(conn, session_id)
             if head is None:
                 return None
-            rows = conn.execute(
-                sa.select(self.messages.c.body)
-                .where(self.messages.c.session_id == session_id)
-                .order_by(self.messages.c.seq)
-            ).all()
-            return head, rows
+            return head, conn.execute(self._hot.bodies, {"sid": session_id}).all()
 
         found = await self._run(read)
         if found is None:
@@ -270,12 +266,12 @@ class SQLStore(Store):
         )
 
     async def info(self, session_id: str) -> SessionInfo | None:
-        row = await self._run(
-            lambda conn: conn.execute(
-                sa.select(self.conversations).where(self._live(session_id))
-            ).first()
-        )
+        row = await self._run(lambda conn: self._head(conn, session_id))
         return None if row is None else self._info(row)
+
+    def _head(self, conn: Connection, session_id: str) -> Any:
+        """The conversation's row, if it is live."""
+        return conn.execute(self._hot.head, {"sid": session_id, "cutoff": self._cutoff()}).first()
 
     async def version(self, session_id: str) -> int | None:
         value = await self._run(
@@ -346,23 +342,19 @@ class SQLStore(Store):
     def _append_in(
         self, conn: Connection, session_id: str, bodies: list[str], expected_version: int
     ) -> int:
-        c = self.conversations.c
+        hot = self._hot
         # the row lock taken by this UPDATE serialises writers; the version check fences
-        bump = (
-            sa.update(self.conversations)
-            .where(self._live(session_id), c.version == expected_version)
-            .values(
-                version=c.version + 1,
-                message_count=c.message_count + len(bodies),
-                updated_at=time.time(),
-            )
-        )
+        bump = {
+            "sid": session_id,
+            "cutoff": self._cutoff(),
+            "expected": expected_version,
+            "added": len(bodies),
+            "now": time.time(),
+        }
         if self.dialect == "postgresql":  # MariaDB has no UPDATE ... RETURNING
-            returned = conn.execute(bump.returning(c.message_count)).scalar()
-        elif conn.execute(bump).rowcount:
-            returned = conn.execute(
-                sa.select(c.message_count).where(c.session_id == session_id)
-            ).scalar()
+            returned = conn.execute(hot.bump, bump).scalar()
+        elif conn.execute(hot.bump, bump).rowcount:
+            returned = conn.execute(hot.count, {"sid": session_id}).scalar()
         else:
             returned = None
         if returned is None:
@@ -371,7 +363,7 @@ class SQLStore(Store):
         start = count - len(bodies)
         if bodies:
             conn.execute(
-                sa.insert(self.messages),
+                hot.insert_messages,
                 [
                     {"session_id": session_id, "seq": start + i, "body": b}
                     for i, b in enumerate(bodies)
@@ -501,52 +493,14 @@ class SQLStore(Store):
 
     def _acquire_in(self, conn: Connection, session_id: str, token: str, ttl: float) -> bool:
         now = time.time()
-        lease = self.leases.c
+        params = {"sid": session_id, "tok": token, "expires": now + ttl, "now": now}
         if self.dialect == "postgresql":  # one statement: insert, or take over an expired lease
-            from sqlalchemy.dialects.postgresql import insert
-
-            upsert = (
-                insert(self.leases)
-                .values(session_id=session_id, token=token, expires_at=now + ttl)
-                .on_conflict_do_update(
-                    index_elements=[lease.session_id],
-                    set_={"token": token, "expires_at": now + ttl},
-                    where=lease.expires_at < now,
-                )
-                .returning(lease.token)
-            )
-            return bool(conn.execute(upsert).scalar() == token)
-        # MySQL/MariaDB: one upsert that takes the lease only if it is free or expired, then a
-        # read of the holder. The upsert locks the row exclusively at once (no shared-to-
-        # exclusive upgrade to deadlock on between two pollers, as INSERT IGNORE + UPDATE had),
-        # and it needs no savepoint: a deadlock rolls back the whole transaction, savepoints
-        # included, and _call runs it again. Assignments run left to right, so ``token`` is
-        # decided on the old ``expires_at``.
-        take = mysql.insert(self.leases).values(
-            session_id=session_id, token=token, expires_at=now + ttl
-        )
-        expired = lease.expires_at < now
-        conn.execute(
-            take.on_duplicate_key_update(
-                [
-                    ("token", sa.case((expired, take.inserted.token), else_=lease.token)),
-                    (
-                        "expires_at",
-                        sa.case((expired, take.inserted.expires_at), else_=lease.expires_at),
-                    ),
-                ]
-            )
-        )
-        holder = conn.execute(
-            sa.select(lease.token).where(lease.session_id == session_id).with_for_update()
-        ).scalar()
-        return bool(holder == token)
+            return bool(conn.execute(self._hot.take_lease, params).scalar() == token)
+        conn.execute(self._hot.take_lease, params)
+        return bool(conn.execute(self._hot.lease_holder, {"sid": session_id}).scalar() == token)
 
     def _release_in(self, conn: Connection, session_id: str, token: str) -> None:
-        lease = self.leases.c
-        conn.execute(
-            sa.delete(self.leases).where(lease.session_id == session_id, lease.token == token)
-        )
+        conn.execute(self._hot.release, {"sid": session_id, "tok": token})
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
@@ -561,9 +515,7 @@ class SQLStore(Store):
         def write(conn: Connection) -> tuple[bool, Any]:
             if not self._acquire_in(conn, session_id, token, ttl):
                 return False, None
-            return True, conn.execute(
-                sa.select(self.conversations).where(self._live(session_id))
-            ).first()
+            return True, self._head(conn, session_id)
 
         taken, row = await self._run(write)
         if not taken:
@@ -583,6 +535,71 @@ class SQLStore(Store):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.dispose)
+
+
+class _HotPath:
+    """The statements of every turn and read, built once per store.
+
+    Built per call, SQLAlchemy constructs each statement and computes its cache key again:
+    measured here, about 0.35 ms of a 1.1 ms PostgreSQL transaction. Parameters are
+    bindparams whose names are not column names (those are reserved in SET clauses).
+    """
+
+    def __init__(self, store: SQLStore) -> None:
+        c, m, lease = store.conversations.c, store.messages.c, store.leases.c
+        sid: sa.BindParameter[str] = sa.bindparam("sid", type_=c.session_id.type)
+        live = sa.and_(c.session_id == sid, c.updated_at >= sa.bindparam("cutoff"))
+        self.head = sa.select(store.conversations).where(live)
+        self.count = sa.select(c.message_count).where(c.session_id == sid)
+        self.bodies = sa.select(m.body).where(m.session_id == sid).order_by(m.seq)
+        bump = (
+            sa.update(store.conversations)
+            .where(live, c.version == sa.bindparam("expected"))
+            .values(
+                version=c.version + 1,
+                message_count=c.message_count + sa.bindparam("added", type_=sa.BigInteger),
+                updated_at=sa.bindparam("now", type_=sa.Float(53)),
+            )
+        )
+        self.bump = bump.returning(c.message_count) if store.dialect == "postgresql" else bump
+        self.insert_messages = sa.insert(store.messages)
+        self.release = sa.delete(store.leases).where(
+            lease.session_id == sid, lease.token == sa.bindparam("tok")
+        )
+        values = {
+            "session_id": sid,
+            "token": sa.bindparam("tok"),
+            "expires_at": sa.bindparam("expires"),
+        }
+        expired = lease.expires_at < sa.bindparam("now", type_=sa.Float(53))
+        self.take_lease: Any
+        if store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+
+            pg = insert(store.leases).values(values)
+            self.take_lease = pg.on_conflict_do_update(
+                index_elements=[lease.session_id],
+                set_={"token": pg.excluded.token, "expires_at": pg.excluded.expires_at},
+                where=expired,
+            ).returning(lease.token)
+        else:
+            # MySQL/MariaDB: one upsert that takes the lease only if it is free or expired,
+            # then a read of the holder. The upsert locks the row exclusively at once (no
+            # shared-to-exclusive upgrade to deadlock on between two pollers, as INSERT IGNORE
+            # + UPDATE had), and needs no savepoint: a deadlock rolls back the whole
+            # transaction, savepoints included, and _call runs it again. Assignments run left
+            # to right, so ``token`` is decided on the old ``expires_at``.
+            my = mysql.insert(store.leases).values(values)
+            self.take_lease = my.on_duplicate_key_update(
+                [
+                    ("token", sa.case((expired, my.inserted.token), else_=lease.token)),
+                    (
+                        "expires_at",
+                        sa.case((expired, my.inserted.expires_at), else_=lease.expires_at),
+                    ),
+                ]
+            )
+        self.lease_holder = sa.select(lease.token).where(lease.session_id == sid).with_for_update()
 
 
 def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
