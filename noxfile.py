@@ -213,9 +213,21 @@ def versions(session: nox.Session) -> None:
     (ROOT / "docs" / "versions.md").write_text(render_versions())
 
 
+# the libraries the benchmarks compare against, measured in the same run (docs/benchmarks.md)
+BENCH_PEERS = (
+    "openai-agents",
+    "langgraph",
+    "langgraph-checkpoint-sqlite",
+    "starsessions",
+    "flask-session",
+    "flask-sqlalchemy",
+)
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "psutil")
+    """The benchmarks (quick mode unless given arguments), peers included."""
+    session.install("-e", ".[test]", "psutil", *BENCH_PEERS)
     session.run("python", "-m", "bench", *(session.posargs or ["--quick"]))
 
 
