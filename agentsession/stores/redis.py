@@ -12,13 +12,20 @@ refreshed on every write), plus redis-py's own (``socket_timeout``, …).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConflictError, MissingDependency, SessionNotFound, StoreUnavailable
+from ..errors import (
+    ConflictError,
+    MissingDependency,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from ..messages import Message
 from .base import Conversation, SessionInfo, Store, take_url_options
 
@@ -250,18 +257,23 @@ class RedisStore(Store):
     async def append(
         self, session_id: str, messages: Sequence[Message], expected_version: int
     ) -> int:
-        return await self._append_releasing(session_id, messages, expected_version, "")
+        bodies = [self.codec.dump_message(m) for m in messages]
+        return await self._append_releasing(session_id, bodies, expected_version, "")
 
     async def finish_turn(
         self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
     ) -> int:
-        return await self._append_releasing(session_id, messages, expected_version, token)
+        try:
+            bodies = [self.codec.dump_message(m) for m in messages]
+        except BaseException:  # the script, which releases the lease, will not run
+            await self._release_quietly(session_id, token)
+            raise
+        return await self._append_releasing(session_id, bodies, expected_version, token)
 
     async def _append_releasing(
-        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+        self, session_id: str, bodies: Sequence[str], expected_version: int, token: str
     ) -> int:
         meta, stored = self._keys(session_id)
-        bodies = [self.codec.dump_message(m) for m in messages]
         args: list[Arg] = [
             expected_version,
             time.time(),
@@ -290,7 +302,17 @@ class RedisStore(Store):
             return None
         flat = reply[1]
         raw = dict(zip(flat[::2], flat[1::2], strict=True))
-        return token, (self._info(session_id, raw) if raw else None)
+        try:
+            return token, (self._info(session_id, raw) if raw else None)
+        except BaseException:  # e.g. CorruptRecord: the caller gets no token to release
+            await self._release_quietly(session_id, token)
+            raise
+
+    async def _release_quietly(self, session_id: str, token: str) -> None:
+        """Release after a failure; if Redis is gone the lease expires, and the caller sees
+        the error that matters."""
+        with contextlib.suppress(StoreError):
+            await self.release(session_id, token)
 
     async def _bump(self, session_id: str, mode: str, metadata: str = "") -> int:
         meta, messages = self._keys(session_id)

@@ -1,0 +1,99 @@
+"""``begin_turn``/``finish_turn`` beyond the contract suite: the lease is never left behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_contract import _FailsAt, corrupt, run, turn
+
+from agentsession import ConflictError, CorruptRecord, SessionNotFound
+from agentsession.stores import RecordCodec, Store
+
+SQL_STORES = ("postgresql", "mariadb")
+
+
+@pytest.mark.parametrize("failure", ["conflict", "deleted"])
+def test_a_failed_finish_turn_releases_the_lease(store_url: str, failure: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        if failure == "conflict":
+            await store.append("s1", turn(0), 0)  # another writer got in first
+            with pytest.raises(ConflictError):
+                await store.finish_turn("s1", turn(1), 0, begun[0])
+        else:
+            await store.delete("s1")
+            await store.create("s1", {})  # not even a new conversation of the same id...
+            await store.delete("s1")
+            with pytest.raises(SessionNotFound):
+                await store.finish_turn("s1", turn(1), 0, begun[0])
+        again = await store.begin_turn("s1", 30)  # a 30 s lease, so released, not expired
+        assert again is not None
+        if failure == "conflict":
+            info = again[1]
+            assert info is not None and info.version == 1 and info.message_count == 2
+        else:
+            assert again[1] is None  # ...took the turn's messages
+
+    run(store_url, body)
+
+
+def test_begin_turn_refuses_while_another_token_holds_the_lease(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        holder = await store.acquire("s1", 30)
+        assert holder is not None
+        assert await store.begin_turn("s1", 30) is None
+        assert await store.begin_turn("s1", 30) is None  # a refusal takes nothing
+        await store.release("s1", holder)
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None and begun[0] != holder
+        await store.release("s1", holder)  # the old holder cannot release the new lease
+        assert await store.acquire("s1", 30) is None
+        assert await store.finish_turn("s1", turn(1), 0, begun[0]) == 1
+        assert await store.acquire("s1", 30) is not None
+
+    run(store_url, body)
+
+
+def _sql_keeps_the_lease(request: pytest.FixtureRequest, kind: str) -> None:
+    if kind in SQL_STORES:
+        reason = "the SQL store keeps the lease (until its TTL) on this failure (sql.py)"
+        request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason))
+
+
+def test_finish_turn_that_cannot_encode_releases_the_lease(
+    request: pytest.FixtureRequest, store_kind: str, store_url: str
+) -> None:
+    _sql_keeps_the_lease(request, store_kind)
+
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        store.codec = _FailsAt(2)
+        with pytest.raises(RuntimeError):
+            await store.finish_turn("s1", turn(1), 0, begun[0])
+        store.codec = RecordCodec()
+        again = await store.begin_turn("s1", 30)
+        assert again is not None and again[1] is not None and again[1].message_count == 0
+
+    run(store_url, body)
+
+
+def test_begin_turn_on_a_corrupt_summary_releases_the_lease(
+    request: pytest.FixtureRequest, store_kind: str, store_url: str
+) -> None:
+    _sql_keeps_the_lease(request, store_kind)
+
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+        corrupt(store_kind, store_url, store, "s1", "{oops", "metadata")
+        with pytest.raises(CorruptRecord) as caught:
+            await store.begin_turn("s1", 30)
+        assert caught.value.session_id == "s1"
+        assert await store.acquire("s1", 30) is not None  # the lease was given back
+
+    run(store_url, body)
