@@ -16,10 +16,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import ConfigurationError, ConflictError, SessionNotFound, StoreUnavailable
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    SessionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from ..messages import Message
 from .base import Conversation, SessionInfo, Store
 
@@ -223,17 +229,14 @@ class SQLiteStore(Store):
             updated_at=updated,
         )
 
-    async def info(self, session_id: str) -> SessionInfo | None:
-        def read(conn: sqlite3.Connection) -> Any:
-            return conn.execute(
-                "SELECT version, message_count, created_at, updated_at, metadata"
-                " FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
-                (session_id, self._cutoff()),
-            ).fetchone()
+    def _info_in(self, conn: sqlite3.Connection, session_id: str) -> Any:
+        return conn.execute(
+            "SELECT version, message_count, created_at, updated_at, metadata"
+            " FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
+            (session_id, self._cutoff()),
+        ).fetchone()
 
-        row = await self._run(read)
-        if row is None:
-            return None
+    def _to_info(self, session_id: str, row: Sequence[Any]) -> SessionInfo:
         version, count, created, updated, metadata = row
         return SessionInfo(
             session_id,
@@ -243,6 +246,10 @@ class SQLiteStore(Store):
             updated,
             self.codec.load_metadata(metadata, session_id),
         )
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        row = await self._run(lambda conn: self._info_in(conn, session_id))
+        return None if row is None else self._to_info(session_id, row)
 
     async def version(self, session_id: str) -> int | None:
         def read(conn: sqlite3.Connection) -> int | None:
@@ -286,33 +293,72 @@ class SQLiteStore(Store):
         self, session_id: str, messages: Sequence[Message], expected_version: int
     ) -> int:
         bodies = [self.codec.dump_message(m) for m in messages]
+        return await self._run(
+            lambda conn: self._write_turn(conn, session_id, bodies, expected_version)
+        )
 
-        def write(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(
-                "UPDATE agentsession_conversations SET version = version + 1,"
-                " message_count = message_count + ?, updated_at = ?"
-                " WHERE session_id = ? AND version = ? AND updated_at >= ?"
-                " RETURNING version, message_count",
-                (len(bodies), time.time(), session_id, expected_version, self._cutoff()),
-            ).fetchone()
-            if row is None:
-                conn.rollback()
-                self._raise_missing_or_conflict(conn, session_id, expected_version)
-            version, count = row
-            start = count - len(bodies)
-            conn.executemany(
-                "INSERT INTO agentsession_messages (session_id, seq, body) VALUES (?, ?, ?)",
-                [(session_id, start + i, body) for i, body in enumerate(bodies)],
+    async def finish_turn(
+        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+    ) -> int:
+        """The append and the lease release in one transaction, committed at the turn's level."""
+        try:
+            bodies = [self.codec.dump_message(m) for m in messages]
+            return await self._run(
+                lambda conn: self._write_turn(conn, session_id, bodies, expected_version, token)
             )
-            conn.commit()
-            return int(version)
+        except BaseException:
+            # the transaction rolled back, the lease's deletion with it: release it on the
+            # lease connection; if the database is gone the lease simply expires, and the
+            # caller sees the error that matters
+            with contextlib.suppress(StoreError):
+                await self.release(session_id, token)
+            raise
 
-        return await self._run(write)
+    def _write_turn(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        bodies: Sequence[str],
+        expected_version: int,
+        token: str | None = None,
+    ) -> int:
+        """One ``BEGIN IMMEDIATE`` transaction: the fenced append, and the lease's release if
+        ``token`` is given."""
+        conn.execute("BEGIN IMMEDIATE")
+        version = self._append_in(conn, session_id, bodies, expected_version)
+        if token is not None:
+            self._release_in(conn, session_id, token)
+        conn.commit()
+        return version
+
+    def _append_in(
+        self,
+        conn: sqlite3.Connection,
+        session_id: str,
+        bodies: Sequence[str],
+        expected_version: int,
+    ) -> int:
+        row = conn.execute(
+            "UPDATE agentsession_conversations SET version = version + 1,"
+            " message_count = message_count + ?, updated_at = ?"
+            " WHERE session_id = ? AND version = ? AND updated_at >= ?"
+            " RETURNING version, message_count",
+            (len(bodies), time.time(), session_id, expected_version, self._cutoff()),
+        ).fetchone()
+        if row is None:
+            conn.rollback()
+            self._raise_missing_or_conflict(conn, session_id, expected_version)
+        version, count = row
+        start = count - len(bodies)
+        conn.executemany(
+            "INSERT INTO agentsession_messages (session_id, seq, body) VALUES (?, ?, ?)",
+            [(session_id, start + i, body) for i, body in enumerate(bodies)],
+        )
+        return int(version)
 
     def _raise_missing_or_conflict(
         self, conn: sqlite3.Connection, session_id: str, expected_version: int
-    ) -> None:
+    ) -> NoReturn:
         row = conn.execute(
             "SELECT version FROM agentsession_conversations WHERE session_id = ? AND updated_at >= ?",
             (session_id, self._cutoff()),
@@ -413,10 +459,7 @@ class SQLiteStore(Store):
             ).fetchall()
 
         rows = await self._run(read)
-        return [
-            SessionInfo(sid, version, count, created, updated, self.codec.load_metadata(meta, sid))
-            for sid, version, count, created, updated, meta in rows
-        ]
+        return [self._to_info(row[0], row[1:]) for row in rows]
 
     async def gc(self, idle_seconds: float | None = None) -> int:
         idle = self.ttl if idle_seconds is None else idle_seconds
@@ -440,29 +483,58 @@ class SQLiteStore(Store):
 
         return await self._run(write)
 
+    def _acquire_in(
+        self, conn: sqlite3.Connection, session_id: str, token: str, ttl: float
+    ) -> bool:
+        now = time.time()
+        taken = conn.execute(
+            "INSERT INTO agentsession_leases (session_id, token, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (session_id) DO UPDATE SET token = excluded.token,"
+            " expires_at = excluded.expires_at WHERE agentsession_leases.expires_at < ?",
+            (session_id, token, now + ttl, now),
+        ).rowcount
+        return bool(taken)
+
+    def _release_in(self, conn: sqlite3.Connection, session_id: str, token: str) -> None:
+        conn.execute(
+            "DELETE FROM agentsession_leases WHERE session_id = ? AND token = ?",
+            (session_id, token),
+        )
+
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
-
-        def write(conn: sqlite3.Connection) -> str | None:
-            now = time.time()
-            taken = conn.execute(
-                "INSERT INTO agentsession_leases (session_id, token, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (session_id) DO UPDATE SET token = excluded.token,"
-                " expires_at = excluded.expires_at WHERE agentsession_leases.expires_at < ?",
-                (session_id, token, now + ttl, now),
-            ).rowcount
-            return token if taken else None
-
-        return await self._run(write, lease=True)
+        taken = await self._run(
+            lambda conn: self._acquire_in(conn, session_id, token, ttl), lease=True
+        )
+        return token if taken else None
 
     async def release(self, session_id: str, token: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM agentsession_leases WHERE session_id = ? AND token = ?",
-                (session_id, token),
-            )
+        await self._run(lambda conn: self._release_in(conn, session_id, token), lease=True)
 
-        await self._run(write, lease=True)
+    async def begin_turn(
+        self, session_id: str, ttl: float
+    ) -> tuple[str, SessionInfo | None] | None:
+        """The lease and the summary in one transaction on the lease connection."""
+        token = secrets.token_hex(16)
+
+        def write(conn: sqlite3.Connection) -> tuple[bool, Any]:
+            conn.execute("BEGIN IMMEDIATE")
+            if not self._acquire_in(conn, session_id, token, ttl):
+                conn.rollback()
+                return False, None
+            row = self._info_in(conn, session_id)
+            conn.commit()
+            return True, row
+
+        taken, row = await self._run(write, lease=True)
+        if not taken:
+            return None
+        try:
+            return token, (None if row is None else self._to_info(session_id, row))
+        except BaseException:  # e.g. CorruptRecord: the caller gets no token to release
+            with contextlib.suppress(StoreError):
+                await self.release(session_id, token)
+            raise
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
