@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +63,8 @@ class Message:
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any], session_id: str = "?") -> Message:
+        """Build a message from its record, checking it: a damaged record raises
+        ``CorruptRecord`` naming ``session_id``, a newer schema ``UnknownSchemaVersion``."""
         version = record.get("v")
         if version != SCHEMA_VERSION:
             if isinstance(version, int) and version > SCHEMA_VERSION:
@@ -79,24 +81,38 @@ class Message:
             content = record.get("content")
             if content is not None and not isinstance(content, str):
                 raise ValueError("content is not text")
-            calls = tuple(
-                ToolCall(
-                    id=str(c["id"]), name=str(c["name"]), arguments=str(c.get("arguments", "{}"))
+            calls = (
+                tuple(
+                    ToolCall(
+                        id=str(c["id"]),
+                        name=str(c["name"]),
+                        arguments=str(c.get("arguments", "{}")),
+                    )
+                    for c in record["tool_calls"]
                 )
-                for c in record.get("tool_calls", ())
+                if "tool_calls" in record
+                else ()
             )
-            return cls(
-                role=role,
-                content=content,
-                name=record.get("name"),
-                tool_calls=calls,
-                tool_call_id=record.get("tool_call_id"),
-                is_error=bool(record.get("is_error", False)),
-                created_at=float(record.get("created_at", 0.0)),
-                metadata=dict(record.get("metadata", {})),
-            )
+            name = record.get("name")
+            tool_call_id = record.get("tool_call_id")
+            is_error = bool(record.get("is_error", False))
+            created_at = float(record.get("created_at", 0.0))
+            metadata = dict(record.get("metadata", ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptRecord(session_id, f"malformed message: {exc}") from exc
+        if cls is not Message:  # a subclass may add fields: its own __init__
+            return cls(role, content, name, calls, tool_call_id, is_error, created_at, metadata)
+        # the checked values go straight into the slots (see _setter below)
+        message: Message = object.__new__(Message)
+        _set_role(message, role)
+        _set_content(message, content)
+        _set_name(message, name)
+        _set_tool_calls(message, calls)
+        _set_tool_call_id(message, tool_call_id)
+        _set_is_error(message, is_error)
+        _set_created_at(message, created_at)
+        _set_metadata(message, metadata)
+        return message
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -118,3 +134,23 @@ def user(text: str, name: str = "user") -> Message:
 
 def assistant(text: str, name: str = "assistant") -> Message:
     return Message(role="assistant", content=text, name=name)
+
+
+# Reading a long conversation builds thousands of messages, and the generated ``__init__`` of
+# a frozen dataclass (keyword arguments, defaults, an ``object.__setattr__`` per field) was
+# most of ``from_dict``'s time. ``from_dict`` fills the slots through their own descriptors
+# instead, with the values it has checked; tests/test_messages.py checks that it sets every
+# field.
+def _setter(name: str) -> Callable[[Message, Any], None]:
+    setter: Callable[[Message, Any], None] = Message.__dict__[name].__set__
+    return setter
+
+
+_set_role = _setter("role")
+_set_content = _setter("content")
+_set_name = _setter("name")
+_set_tool_calls = _setter("tool_calls")
+_set_tool_call_id = _setter("tool_call_id")
+_set_is_error = _setter("is_error")
+_set_created_at = _setter("created_at")
+_set_metadata = _setter("metadata")

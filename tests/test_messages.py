@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -49,3 +50,33 @@ def test_bad_records_name_the_session(text: str, error: str) -> None:
 def test_a_newer_schema_asks_for_an_upgrade() -> None:
     with pytest.raises(UnknownSchemaVersion, match="upgrade agentsession"):
         Message.from_json(json.dumps({"v": SCHEMA_VERSION + 1, "role": "user"}), "s")
+
+
+def test_from_dict_sets_every_field_of_a_frozen_message() -> None:
+    full = Message(
+        role="assistant",
+        content="c",
+        name="n",
+        tool_calls=(ToolCall("i", "f", "{}"),),
+        tool_call_id="t",
+        is_error=True,
+        created_at=12.5,
+        metadata={"k": [1]},
+    )
+    built = Message.from_dict(full.to_dict(), "s")
+    for f in dataclasses.fields(Message):
+        assert getattr(built, f.name) == getattr(full, f.name), f.name
+        assert getattr(built, f.name) != getattr(Message("user", None), f.name), f.name
+    assert type(built) is Message and built == full
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.content = "changed"  # type: ignore[misc]
+    assert built.metadata is not full.metadata  # its own copy
+
+
+def test_from_dict_of_a_subclass_builds_the_subclass() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(Message):
+        tag: str = "default"
+
+    built = Tagged.from_dict({"v": SCHEMA_VERSION, "role": "user", "content": "x"})
+    assert type(built) is Tagged and built.tag == "default" and built.content == "x"
