@@ -55,7 +55,7 @@ class MemoryStore(Store):
         return Conversation(
             session_id=session_id,
             version=version,
-            messages=[self.codec.load_message(t, session_id) for t in texts],
+            messages=self.codec.load_messages(texts, session_id),
             metadata=self.codec.load_metadata(metadata, session_id),
             created_at=created,
             updated_at=updated,

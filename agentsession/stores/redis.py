@@ -228,7 +228,7 @@ class RedisStore(Store):
         return Conversation(
             session_id=session_id,
             version=info.version,
-            messages=[self.codec.load_message(body, session_id) for body in bodies],
+            messages=self.codec.load_messages(bodies, session_id),
             metadata=dict(info.metadata),
             created_at=info.created_at,
             updated_at=info.updated_at,

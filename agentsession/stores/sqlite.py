@@ -223,7 +223,7 @@ class SQLiteStore(Store):
         return Conversation(
             session_id=session_id,
             version=version,
-            messages=[self.codec.load_message(body, session_id) for (body,) in rows],
+            messages=self.codec.load_messages([body for (body,) in rows], session_id),
             metadata=self.codec.load_metadata(metadata, session_id),
             created_at=created,
             updated_at=updated,
