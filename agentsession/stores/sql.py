@@ -259,7 +259,7 @@ class SQLStore(Store):
         return Conversation(
             session_id=session_id,
             version=info.version,
-            messages=[self.codec.load_message(body, session_id) for (body,) in rows],
+            messages=self.codec.load_messages([body for (body,) in rows], session_id),
             metadata=dict(info.metadata),
             created_at=info.created_at,
             updated_at=info.updated_at,
@@ -323,14 +323,13 @@ class SQLStore(Store):
     async def finish_turn(
         self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
     ) -> int:
-        bodies = [self.codec.dump_message(m) for m in messages]
-
         def write(conn: Connection) -> int:
             version = self._append_in(conn, session_id, bodies, expected_version)
             self._release_in(conn, session_id, token)
             return version
 
         try:
+            bodies = [self.codec.dump_message(m) for m in messages]
             return await self._run(write)
         except BaseException:
             # the append rolled back, and the release with it; if the store is gone the
@@ -520,7 +519,12 @@ class SQLStore(Store):
         taken, row = await self._run(write)
         if not taken:
             return None
-        return token, (None if row is None else self._info(row))
+        try:
+            return token, (None if row is None else self._info(row))
+        except BaseException:  # a damaged summary: say so, and leave the lease to the next turn
+            with contextlib.suppress(StoreError):
+                await self.release(session_id, token)
+            raise
 
     async def release(self, session_id: str, token: str) -> None:
         await self._run(lambda conn: self._release_in(conn, session_id, token))

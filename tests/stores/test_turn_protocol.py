@@ -10,8 +10,6 @@ from test_contract import _FailsAt, corrupt, run, turn
 from agentsession import ConflictError, CorruptRecord, SessionNotFound
 from agentsession.stores import RecordCodec, Store
 
-SQL_STORES = ("postgresql", "mariadb")
-
 
 @pytest.mark.parametrize("failure", ["conflict", "deleted"])
 def test_a_failed_finish_turn_releases_the_lease(store_url: str, failure: str) -> None:
@@ -58,16 +56,7 @@ def test_begin_turn_refuses_while_another_token_holds_the_lease(store_url: str) 
     run(store_url, body)
 
 
-def _sql_keeps_the_lease(request: pytest.FixtureRequest, kind: str) -> None:
-    if kind in SQL_STORES:
-        reason = "the SQL store keeps the lease (until its TTL) on this failure (sql.py)"
-        request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason))
-
-
-def test_finish_turn_that_cannot_encode_releases_the_lease(
-    request: pytest.FixtureRequest, store_kind: str, store_url: str
-) -> None:
-    _sql_keeps_the_lease(request, store_kind)
+def test_finish_turn_that_cannot_encode_releases_the_lease(store_url: str) -> None:
 
     async def body(store: Store) -> None:
         await store.create("s1", {})
@@ -84,9 +73,8 @@ def test_finish_turn_that_cannot_encode_releases_the_lease(
 
 
 def test_begin_turn_on_a_corrupt_summary_releases_the_lease(
-    request: pytest.FixtureRequest, store_kind: str, store_url: str
+    store_kind: str, store_url: str
 ) -> None:
-    _sql_keeps_the_lease(request, store_kind)
 
     async def body(store: Any) -> None:
         await store.create("s1", {})
