@@ -204,7 +204,7 @@ class AsyncSessionManager:
             finally:
                 if not released:
                     await self.store.release(session_id, token)
-            self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
+            await self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
             return added
 
     async def _build(self, session_id: str, metadata: Mapping[str, Any], version: int) -> Driver:
@@ -221,11 +221,16 @@ class AsyncSessionManager:
             await driver.import_history(conversation.messages)
         return driver
 
-    def _cache_put(self, session_id: str, live: LiveAgent) -> None:
-        for evicted in self._cache.put(session_id, live):
-            close = evicted.driver.close()
-            task = asyncio.ensure_future(close)
+    async def _cache_put(self, session_id: str, live: LiveAgent) -> None:
+        evicted = self._cache.put(session_id, live)
+        for agent in evicted:
+            task = asyncio.ensure_future(agent.driver.close())
             task.add_done_callback(_log_close_failure)
+        if evicted:
+            # a turn may never yield to the loop (an inline SQLite or memory store, an offline
+            # model): without this, a loop of such turns piles up unstarted close() tasks,
+            # each holding its evicted agent
+            await asyncio.sleep(0)
 
     @asynccontextmanager
     async def _local_lock(self, session_id: str) -> AsyncIterator[None]:

@@ -152,6 +152,25 @@ def test_cache_is_bounded(family: str) -> None:
         assert len(manager.engine._cache) == 2
 
 
+def test_evicted_agents_are_closed_in_a_loop_of_turns_that_never_yields(family: str) -> None:
+    # memory store and offline model: no turn gives the event loop a chance to run the
+    # evicted agents' close() tasks unless the engine yields for them
+    async def main() -> None:
+        async with AsyncSessionManager(
+            offline_agent_factory(family), "memory://", cache_size=2
+        ) as manager:
+            for _ in range(50):
+                await manager.session().send("hi")
+            closing = [
+                task
+                for task in asyncio.all_tasks()
+                if getattr(task.get_coro(), "__qualname__", "").endswith(".close")
+            ]
+            assert len(closing) <= 1, closing  # at most the one this turn just evicted
+
+    asyncio.run(main())
+
+
 def test_factory_reads_the_session_metadata(family: str, store_url: str) -> None:
     factory = CountingFactory(family)
     with SessionManager(factory, store_url) as manager:
