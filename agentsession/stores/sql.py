@@ -192,17 +192,27 @@ class SQLStore(Store):
                 pass  # another process recorded it first
             self._ready = True
 
-    async def _run(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.to_thread(self._call, fn)
+    async def _run(self, fn: Callable[[Connection], T], snapshot: bool = False) -> T:
+        return await asyncio.to_thread(self._call, fn, snapshot)
 
-    def _call(self, fn: Callable[[Connection], T]) -> T:
+    def _call(self, fn: Callable[[Connection], T], snapshot: bool = False) -> T:
+        """Run ``fn`` in one transaction; ``snapshot``: every statement sees the same data.
+
+        PostgreSQL's default (READ COMMITTED) gives each statement its own snapshot, so a
+        read of the summary and then the messages could straddle a concurrent turn;
+        REPEATABLE READ goes into psycopg's BEGIN, no extra round trip. InnoDB's default is
+        already REPEATABLE READ with one snapshot from the first read.
+        """
         attempts = 4
         for attempt in range(1, attempts + 1):
             try:
                 if not self._ready:
                     self._create_tables()
-                with self.engine.begin() as conn:
-                    return fn(conn)
+                with self.engine.connect() as conn:
+                    if snapshot and self.dialect == "postgresql":
+                        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                    with conn.begin():
+                        return fn(conn)
             except sa_exc.DBAPIError as exc:
                 last = attempt == attempts
                 # the transaction rolled back whole, so running it again is safe: a deadlock
@@ -251,7 +261,7 @@ class SQLStore(Store):
                 return None
             return head, conn.execute(self._hot.bodies, {"sid": session_id}).all()
 
-        found = await self._run(read)
+        found = await self._run(read, snapshot=True)
         if found is None:
             return None
         head, rows = found

@@ -326,6 +326,12 @@ def test_kill_9_in_a_loop_of_large_turns(durable_store_url: str) -> None:
                 await asyncio.sleep(delay)
             finally:
                 kill_9(worker)
+        # take the lease first: it waits out the dead workers' leases (1 s), and by then a
+        # COMMIT a worker sent just before its kill -9 has landed on the server
+        deadline = time.monotonic() + 10
+        while (token := await store.acquire("s1", 10)) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
         conversation = await store.load("s1")
         info = await store.info("s1")
         assert conversation is not None and info is not None
@@ -336,11 +342,7 @@ def test_kill_9_in_a_loop_of_large_turns(durable_store_url: str) -> None:
             chunk = [m.content or "" for m in messages[start : start + size]]
             tag = chunk[-1].removesuffix(" end")
             assert chunk == [f"{tag} {i}" for i in range(size - 1)] + [f"{tag} end"]
-        # a dead worker's lease (1 s) is recovered and the conversation goes on
-        deadline = time.monotonic() + 10
-        while (token := await store.acquire("s1", 10)) is None:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        # the dead workers' lease was recovered above, and the conversation goes on
         await store.finish_turn("s1", pair("after"), conversation.version, token)
 
     asyncio.run(opened(url, scenario))

@@ -8,7 +8,7 @@ import pytest
 from test_contract import _FailsAt, corrupt, run, turn
 
 from agentsession import ConflictError, CorruptRecord, SessionNotFound
-from agentsession.stores import RecordCodec, Store
+from agentsession.stores import RecordCodec, Store, open_store
 
 
 @pytest.mark.parametrize("failure", ["conflict", "deleted"])
@@ -83,5 +83,34 @@ def test_begin_turn_on_a_corrupt_summary_releases_the_lease(
             await store.begin_turn("s1", 30)
         assert caught.value.session_id == "s1"
         assert await store.acquire("s1", 30) is not None  # the lease was given back
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql", "mariadb"])
+def test_a_load_never_straddles_a_turn(store_url: str) -> None:
+    # the SQL store reads the summary, then the messages: a turn that commits in between must
+    # not show up in the messages of a summary that predates it (one snapshot for both)
+    other = open_store(store_url)
+
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+        await store.append("s1", turn(0), 0)
+        read_head = store._head
+
+        def head_then_a_turn_lands(conn: Any, session_id: str) -> Any:
+            row = read_head(conn, session_id)
+            bodies = [other.codec.dump_message(m) for m in turn(1)]
+            other._call(lambda c: other._append_in(c, session_id, bodies, 1))
+            return row
+
+        store._head = head_then_a_turn_lands
+        conversation = await store.load("s1")
+        store._head = read_head
+        assert conversation is not None and conversation.version == 1
+        assert [m.content for m in conversation.messages] == [m.content for m in turn(0)]
+        later = await store.load("s1")
+        assert later is not None and later.version == 2 and len(later.messages) == 4
+        await other.close()
 
     run(store_url, body)
