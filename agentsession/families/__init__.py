@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+from collections.abc import Mapping
 from functools import cache
 
 from ..errors import ClobberedInstall, FamilyError, UnsupportedAgent
@@ -41,14 +42,20 @@ def all_families() -> list[Family]:
     return [get_family(name) for name in _FAMILIES]
 
 
-def owners(module: str) -> list[str]:
+Distributions = Mapping[str, list[str]]
+"""``importlib.metadata.packages_distributions()``: reading it scans every installed package."""
+
+
+def owners(module: str, installed: Distributions | None = None) -> list[str]:
     """Distributions that installed files into the top-level package ``module``."""
-    return sorted(set(importlib.metadata.packages_distributions().get(module, [])))
+    if installed is None:
+        installed = importlib.metadata.packages_distributions()
+    return sorted(set(installed.get(module, [])))
 
 
-def check_clobbered(module: str = "autogen") -> None:
+def check_clobbered(module: str = "autogen", installed: Distributions | None = None) -> None:
     """``ClobberedInstall`` if two distributions wrote into the same package folder."""
-    dists = owners(module)
+    dists = owners(module, installed)
     if len(dists) > 1:
         keep = dists[0]
         raise ClobberedInstall(
@@ -61,13 +68,14 @@ def check_clobbered(module: str = "autogen") -> None:
 def detect() -> list[FamilyInfo]:
     """What is installed of every family (importable ones only)."""
     found = []
+    installed = importlib.metadata.packages_distributions()  # read once, not per question
     for family in all_families():
         if not family.is_importable():
             continue
-        dists = tuple(owners(family.module))
+        dists = tuple(owners(family.module, installed))
         problem: str | None = None
         try:
-            check_clobbered(family.module)
+            check_clobbered(family.module, installed)
         except ClobberedInstall as exc:
             problem = str(exc)
         try:

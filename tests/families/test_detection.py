@@ -110,3 +110,24 @@ def test_objects_of_no_family_are_refused(thing: object) -> None:
 def test_agents_are_recognised_by_type(family: str) -> None:
     agent = offline_agent_factory(family)()
     assert family_of(agent).name == family
+
+
+def test_the_offline_family_is_detected_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agentsession.families as families
+    from agentsession.offline import installed_family, offline_agent_factory
+
+    calls: list[int] = []
+    real = families.detect
+
+    def counted() -> list[families.FamilyInfo]:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(families, "detect", counted)
+    installed_family.cache_clear()
+    try:
+        first = offline_agent_factory()
+        offline_agent_factory()
+        assert len(calls) == 1 and first() is not None
+    finally:
+        installed_family.cache_clear()
