@@ -239,13 +239,17 @@ def ls(args: argparse.Namespace) -> int:
     out = sys.stdout
     with _admin_manager(args) as manager:
         sessions = manager.list(limit=args.limit)
+    damaged = 0
     for info in sessions:
         print(
             f"{info.session_id}  {info.message_count:>6} messages  v{info.version}"
-            f"  updated {_when(info.updated_at)}",
+            f"  updated {_when(info.updated_at)}" + ("  DAMAGED" if info.problem else ""),
             file=out,
         )
-    return 0
+        if info.problem:
+            damaged += 1
+            print(f"error: {info.problem}", file=sys.stderr)
+    return 1 if damaged else 0
 
 
 def show(args: argparse.Namespace) -> int:

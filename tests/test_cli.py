@@ -120,6 +120,16 @@ def test_admin_commands(family: str, tmp_path: Path, capsys: pytest.CaptureFixtu
     report = capsys.readouterr().out
     assert second.id in report and "1 unreadable" in report
 
+    with sqlite3.connect(tmp_path / "admin.db") as db:
+        db.execute(
+            "UPDATE agentsession_conversations SET metadata = 'garbage' WHERE session_id = ?",
+            (first.id,),
+        )
+    assert main(["ls", "--store", url]) == 1  # the rest is still listed
+    listed, errors = capsys.readouterr()
+    assert first.id in listed and second.id in listed and "DAMAGED" in listed
+    assert first.id in errors and "left untouched" in errors
+
     assert main(["gc", "--idle", "0", "--store", url]) == 0
     assert "removed 2" in capsys.readouterr().out
     assert main(["ls", "--store", url]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -12,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import CorruptRecord, DecryptionError, UnknownSchemaVersion
 from ..messages import Message
+
+logger = logging.getLogger("agentsession")
 
 META_SCHEMA_VERSION = 1
 """Version of the stored conversation (metadata) record."""
@@ -42,6 +45,10 @@ class SessionInfo:
     created_at: float
     updated_at: float
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+    """Set by ``Store.list`` when the metadata record cannot be read (then ``metadata`` is
+    empty): one damaged record is reported by its session id and left in place, and the
+    rest of the listing still comes back."""
 
 
 class RecordCodec:
@@ -83,6 +90,16 @@ class RecordCodec:
             ensure_ascii=False,
             separators=(",", ":"),
         )
+
+    def listed_metadata(
+        self, text: str | bytes | None, session_id: str
+    ) -> tuple[dict[str, Any], str | None]:
+        """``load_metadata`` for listings: a damaged record gives ``({}, why)``, logged."""
+        try:
+            return self.load_metadata(text, session_id), None
+        except CorruptRecord as exc:
+            logger.error("%s", exc)
+            return {}, str(exc)
 
     def load_metadata(self, text: str | bytes | None, session_id: str) -> dict[str, Any]:
         if text is None:

@@ -141,7 +141,9 @@ class MemoryStore(Store):
                 for sid, r in rows
             ]
         return [
-            SessionInfo(sid, version, count, created, updated, self.codec.load_metadata(meta, sid))
+            SessionInfo(
+                sid, version, count, created, updated, *self.codec.listed_metadata(meta, sid)
+            )
             for sid, version, count, created, updated, meta in snapshot
         ]
 

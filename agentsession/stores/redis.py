@@ -211,14 +211,20 @@ class RedisStore(Store):
                 raise StoreUnavailable(f"Redis at {self._display} is not ready: {exc}") from exc
             raise
 
-    def _info(self, session_id: str, raw: Mapping[Any, Any]) -> SessionInfo:
+    def _info(self, session_id: str, raw: Mapping[Any, Any], listing: bool = False) -> SessionInfo:
+        metadata, problem = (
+            self.codec.listed_metadata(raw[b"metadata"], session_id)
+            if listing
+            else (self.codec.load_metadata(raw[b"metadata"], session_id), None)
+        )
         return SessionInfo(
             session_id,
             int(raw[b"version"]),
             int(raw[b"count"]),
             float(raw[b"created"]),
             float(raw[b"updated"]),
-            self.codec.load_metadata(raw[b"metadata"], session_id),
+            metadata,
+            problem,
         )
 
     # -- contract ------------------------------------------------------------------
@@ -360,7 +366,9 @@ class RedisStore(Store):
             pipe.hgetall(self._keys(_decode(raw_id))[0])
         rows = await self._call(pipe.execute()) if ids else []
         return [
-            self._info(_decode(raw_id), raw) for raw_id, raw in zip(ids, rows, strict=True) if raw
+            self._info(_decode(raw_id), raw, listing=True)
+            for raw_id, raw in zip(ids, rows, strict=True)
+            if raw
         ]
 
     async def gc(self, idle_seconds: float | None = None) -> int:

@@ -242,14 +242,20 @@ class SQLStore(Store):
         c = self.conversations.c
         return sa.and_(c.session_id == session_id, c.updated_at >= self._cutoff())
 
-    def _info(self, row: Any) -> SessionInfo:
+    def _info(self, row: Any, listing: bool = False) -> SessionInfo:
+        metadata, problem = (
+            self.codec.listed_metadata(row.metadata, row.session_id)
+            if listing
+            else (self.codec.load_metadata(row.metadata, row.session_id), None)
+        )
         return SessionInfo(
             row.session_id,
             int(row.version),
             int(row.message_count),
             float(row.created_at),
             float(row.updated_at),
-            self.codec.load_metadata(row.metadata, row.session_id),
+            metadata,
+            problem,
         )
 
     # -- contract ------------------------------------------------------------------
@@ -461,7 +467,7 @@ class SQLStore(Store):
                 .offset(offset)
             ).all()
         )
-        return [self._info(row) for row in rows]
+        return [self._info(row, listing=True) for row in rows]
 
     async def gc(self, idle_seconds: float | None = None) -> int:
         idle = self.ttl if idle_seconds is None else idle_seconds

@@ -236,16 +236,14 @@ class SQLiteStore(Store):
             (session_id, self._cutoff()),
         ).fetchone()
 
-    def _to_info(self, session_id: str, row: Sequence[Any]) -> SessionInfo:
-        version, count, created, updated, metadata = row
-        return SessionInfo(
-            session_id,
-            version,
-            count,
-            created,
-            updated,
-            self.codec.load_metadata(metadata, session_id),
+    def _to_info(self, session_id: str, row: Sequence[Any], listing: bool = False) -> SessionInfo:
+        version, count, created, updated, text = row
+        metadata, problem = (
+            self.codec.listed_metadata(text, session_id)
+            if listing
+            else (self.codec.load_metadata(text, session_id), None)
         )
+        return SessionInfo(session_id, version, count, created, updated, metadata, problem)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         row = await self._run(lambda conn: self._info_in(conn, session_id))
@@ -459,7 +457,7 @@ class SQLiteStore(Store):
             ).fetchall()
 
         rows = await self._run(read)
-        return [self._to_info(row[0], row[1:]) for row in rows]
+        return [self._to_info(row[0], row[1:], listing=True) for row in rows]
 
     async def gc(self, idle_seconds: float | None = None) -> int:
         idle = self.ttl if idle_seconds is None else idle_seconds

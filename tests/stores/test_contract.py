@@ -402,6 +402,14 @@ def test_corrupt_metadata_names_its_session(store_kind: str, store_url: str, dam
             assert caught.value.session_id == "broken"
         healthy = await store.info("healthy")
         assert healthy is not None and healthy.metadata == {"who": "healthy"}
+        # a listing reports the damaged one by id and still lists the rest
+        listed = {info.session_id: info for info in await store.list()}
+        assert set(listed) == {"broken", "healthy"}
+        assert (
+            listed["healthy"].metadata == {"who": "healthy"} and listed["healthy"].problem is None
+        )
+        problem = listed["broken"].problem
+        assert listed["broken"].metadata == {} and problem is not None and "'broken'" in problem
         assert await store.version("broken") == 0  # left in place
 
     run(store_url, body)
