@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import CorruptRecord, DecryptionError, UnknownSchemaVersion
+from ..errors import CorruptRecord, DecryptionError, StoreError, UnknownSchemaVersion
 from ..messages import Message
 
 logger = logging.getLogger("agentsession")
@@ -91,13 +92,19 @@ class RecordCodec:
             separators=(",", ":"),
         )
 
-    def listed_metadata(
-        self, text: str | bytes | None, session_id: str
+    def summary_metadata(
+        self, text: str | bytes | None, session_id: str, listing: bool = False
     ) -> tuple[dict[str, Any], str | None]:
-        """``load_metadata`` for listings: a damaged record gives ``({}, why)``, logged."""
+        """The metadata and ``SessionInfo.problem`` for a summary.
+
+        For a listing a damaged record gives ``({}, why)``, logged, so the rest still lists;
+        otherwise it raises, as ``load_metadata`` does.
+        """
         try:
             return self.load_metadata(text, session_id), None
         except CorruptRecord as exc:
+            if not listing:
+                raise
             logger.error("%s", exc)
             return {}, str(exc)
 
@@ -260,6 +267,12 @@ class Store(ABC):
     @abstractmethod
     async def release(self, session_id: str, token: str) -> None:
         """Give the lease back if ``token`` still holds it."""
+
+    async def _release_quietly(self, session_id: str, token: str) -> None:
+        """Give the lease back after a failed turn step. If the store is gone too, the lease
+        simply expires, and the caller sees the error that matters rather than this one."""
+        with contextlib.suppress(StoreError):
+            await self.release(session_id, token)
 
     async def begin_turn(
         self, session_id: str, ttl: float

@@ -142,7 +142,12 @@ class MemoryStore(Store):
             ]
         return [
             SessionInfo(
-                sid, version, count, created, updated, *self.codec.listed_metadata(meta, sid)
+                sid,
+                version,
+                count,
+                created,
+                updated,
+                *self.codec.summary_metadata(meta, sid, listing=True),
             )
             for sid, version, count, created, updated, meta in snapshot
         ]

@@ -12,7 +12,6 @@ refreshed on every write), plus redis-py's own (``socket_timeout``, …).
 from __future__ import annotations
 
 import builtins
-import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -23,7 +22,6 @@ from ..errors import (
     ConflictError,
     MissingDependency,
     SessionNotFound,
-    StoreError,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -114,15 +112,15 @@ redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'updated'), ARGV[2])
 return 1
 """
 
-# KEYS: index, then meta, messages, lease of each candidate. ARGV: cutoff, candidate ids…
-# The score is checked again here: a turn that landed since the ZRANGEBYSCORE keeps its
-# conversation.
 # KEYS: meta, messages. The summary and the messages in one atomic call: cheaper for the client
 # than a MULTI/EXEC pipeline of HGETALL and LRANGE (measured ~30 us a read)
 _LOAD = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
+# KEYS: index, then meta, messages, lease of each candidate. ARGV: cutoff, candidate ids…
+# The score is checked again here: a turn that landed since the ZRANGEBYSCORE keeps its
+# conversation.
 _GC = """
 local removed = 0
 for i = 2, #ARGV do
@@ -212,11 +210,7 @@ class RedisStore(Store):
             raise
 
     def _info(self, session_id: str, raw: Mapping[Any, Any], listing: bool = False) -> SessionInfo:
-        metadata, problem = (
-            self.codec.listed_metadata(raw[b"metadata"], session_id)
-            if listing
-            else (self.codec.load_metadata(raw[b"metadata"], session_id), None)
-        )
+        metadata, problem = self.codec.summary_metadata(raw[b"metadata"], session_id, listing)
         return SessionInfo(
             session_id,
             int(raw[b"version"]),
@@ -316,12 +310,6 @@ class RedisStore(Store):
         except BaseException:  # e.g. CorruptRecord: the caller gets no token to release
             await self._release_quietly(session_id, token)
             raise
-
-    async def _release_quietly(self, session_id: str, token: str) -> None:
-        """Release after a failure; if Redis is gone the lease expires, and the caller sees
-        the error that matters."""
-        with contextlib.suppress(StoreError):
-            await self.release(session_id, token)
 
     async def _bump(self, session_id: str, mode: str, metadata: str = "") -> int:
         meta, messages = self._keys(session_id)

@@ -11,7 +11,6 @@ after a server restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import threading
@@ -24,7 +23,6 @@ from ..errors import (
     ConflictError,
     MissingDependency,
     SessionNotFound,
-    StoreError,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -243,11 +241,7 @@ class SQLStore(Store):
         return sa.and_(c.session_id == session_id, c.updated_at >= self._cutoff())
 
     def _info(self, row: Any, listing: bool = False) -> SessionInfo:
-        metadata, problem = (
-            self.codec.listed_metadata(row.metadata, row.session_id)
-            if listing
-            else (self.codec.load_metadata(row.metadata, row.session_id), None)
-        )
+        metadata, problem = self.codec.summary_metadata(row.metadata, row.session_id, listing)
         return SessionInfo(
             row.session_id,
             int(row.version),
@@ -347,11 +341,8 @@ class SQLStore(Store):
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
             return await self._run(write)
-        except BaseException:
-            # the append rolled back, and the release with it; if the store is gone the
-            # lease simply expires, and the caller sees the error that matters
-            with contextlib.suppress(StoreError):
-                await self.release(session_id, token)
+        except BaseException:  # the append rolled back, and the release with it
+            await self._release_quietly(session_id, token)
             raise
 
     def _append_in(
@@ -538,8 +529,7 @@ class SQLStore(Store):
         try:
             return token, (None if row is None else self._info(row))
         except BaseException:  # a damaged summary: say so, and leave the lease to the next turn
-            with contextlib.suppress(StoreError):
-                await self.release(session_id, token)
+            await self._release_quietly(session_id, token)
             raise
 
     async def release(self, session_id: str, token: str) -> None:

@@ -23,7 +23,6 @@ from ..errors import (
     ConfigurationError,
     ConflictError,
     SessionNotFound,
-    StoreError,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -238,11 +237,7 @@ class SQLiteStore(Store):
 
     def _to_info(self, session_id: str, row: Sequence[Any], listing: bool = False) -> SessionInfo:
         version, count, created, updated, text = row
-        metadata, problem = (
-            self.codec.listed_metadata(text, session_id)
-            if listing
-            else (self.codec.load_metadata(text, session_id), None)
-        )
+        metadata, problem = self.codec.summary_metadata(text, session_id, listing)
         return SessionInfo(session_id, version, count, created, updated, metadata, problem)
 
     async def info(self, session_id: str) -> SessionInfo | None:
@@ -306,10 +301,8 @@ class SQLiteStore(Store):
             )
         except BaseException:
             # the transaction rolled back, the lease's deletion with it: release it on the
-            # lease connection; if the database is gone the lease simply expires, and the
-            # caller sees the error that matters
-            with contextlib.suppress(StoreError):
-                await self.release(session_id, token)
+            # lease connection
+            await self._release_quietly(session_id, token)
             raise
 
     def _write_turn(
@@ -530,8 +523,7 @@ class SQLiteStore(Store):
         try:
             return token, (None if row is None else self._to_info(session_id, row))
         except BaseException:  # e.g. CorruptRecord: the caller gets no token to release
-            with contextlib.suppress(StoreError):
-                await self.release(session_id, token)
+            await self._release_quietly(session_id, token)
             raise
 
     async def ping(self) -> None:
