@@ -70,8 +70,8 @@ def check_session_id(session_id: object) -> str:
     A session id is a non-empty ``str`` of at most ``MAX_SESSION_ID_LENGTH`` characters, with
     no NUL (PostgreSQL refuses it in text) and no lone surrogate (it has no UTF-8 encoding).
     """
-    if not isinstance(session_id, str):
-        raise InvalidInput(f"a session id must be a str, not {type(session_id).__name__}")
+    _utf8(session_id, "a session id")
+    assert isinstance(session_id, str)
     if not session_id:
         raise InvalidInput("a session id must not be empty")
     if len(session_id) > MAX_SESSION_ID_LENGTH:
@@ -81,24 +81,18 @@ def check_session_id(session_id: object) -> str:
         )
     if "\x00" in session_id:
         raise InvalidInput("a session id must not contain NUL characters")
-    try:
-        session_id.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"a session id must be valid text: a lone surrogate at position {exc.start}"
-        ) from None
     return session_id
 
 
-def _text_bytes(text: object) -> int:
-    """The UTF-8 size of a user message, or ``InvalidInput`` if it is not storable text."""
+def _utf8(text: object, what: str) -> bytes:
+    """``text`` as UTF-8, or ``InvalidInput`` if it is not a ``str`` that has an encoding."""
     if not isinstance(text, str):
-        raise InvalidInput(f"the message must be a str, not {type(text).__name__}")
+        raise InvalidInput(f"{what} must be a str, not {type(text).__name__}")
     try:
-        return len(text.encode("utf-8"))
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInput(
-            f"the message is not valid text: a lone surrogate at position {exc.start}"
+            f"{what} is not valid text: a lone surrogate at position {exc.start}"
         ) from None
 
 
@@ -172,7 +166,7 @@ class AsyncSessionManager:
     ) -> list[Message]:
         """Run one user turn and return every message it added (the reply last)."""
         check_session_id(session_id)
-        size = _text_bytes(text)
+        size = len(_utf8(text, "the message"))
         if size > self.max_message_bytes:
             raise MessageTooLarge(
                 f"the message is {size} bytes; the limit is {self.max_message_bytes} "
@@ -275,8 +269,7 @@ class AsyncSessionManager:
     # -- reading and housekeeping ----------------------------------------------------
 
     async def history(self, session_id: str) -> list[Message]:
-        check_session_id(session_id)
-        conversation = await self.store.load(session_id)
+        conversation = await self.load(session_id)
         return [] if conversation is None else conversation.messages
 
     async def info(self, session_id: str) -> SessionInfo | None:
@@ -340,8 +333,7 @@ class AsyncSessionManager:
 
     async def export(self, session_id: str) -> dict[str, Any]:
         """The conversation as a version-neutral JSON document (``agentsession import`` reads it)."""
-        check_session_id(session_id)
-        conversation = await self.store.load(session_id)
+        conversation = await self.load(session_id)
         if conversation is None:
             raise SessionNotFound(session_id)
         return {
