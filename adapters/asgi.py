@@ -21,14 +21,10 @@ from typing import Any
 
 from agentsession.manager import AsyncSessionManager
 
-from ._ids import (
-    MAPPED_ERRORS,
-    AsyncRequestSession,
-    Claim,
-    ErrorAnswer,
-    Middleware,
-    error_answer,
-)
+from ._errors import MAPPED_ERRORS, ErrorAnswer, error_answer
+from ._middleware import Middleware
+from ._session import AsyncRequestSession
+from ._tokens import Claim
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

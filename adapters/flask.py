@@ -32,18 +32,9 @@ from werkzeug.local import LocalProxy
 from agentsession.manager import DEFAULT_STORE_URL, AgentFactory, SessionManager
 from agentsession.stores import Store
 
-from ._ids import (
-    COOKIE_NAME,
-    HEADER_NAME,
-    MAPPED_ERRORS,
-    MAX_AGE,
-    IdConfig,
-    RequestSession,
-    SecretKey,
-    SessionIds,
-    check_busy_status,
-    error_answer,
-)
+from ._errors import MAPPED_ERRORS, check_busy_status, error_answer
+from ._session import RequestSession
+from ._tokens import COOKIE_NAME, HEADER_NAME, MAX_AGE, IdConfig, SecretKey, SessionIds
 from .wsgi import ENVIRON_KEY, is_https, request_session
 
 EXTENSION = "agentsession"

@@ -23,15 +23,10 @@ from typing import Any
 
 from agentsession.manager import SessionManager
 
-from ._ids import (
-    MAPPED_ERRORS,
-    AsyncRequestSession,
-    Claim,
-    Middleware,
-    RequestSession,
-    SessionIds,
-    error_answer,
-)
+from ._errors import MAPPED_ERRORS, error_answer
+from ._middleware import Middleware
+from ._session import AsyncRequestSession, RequestSession
+from ._tokens import Claim, SessionIds
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

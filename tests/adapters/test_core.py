@@ -1,4 +1,4 @@
-"""The shared core of the adapters: token signing, cookies, the lazy session, error answers."""
+"""The shared core of the adapters: token signing (_tokens), the lazy session (_session), error answers (_errors)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ from itsdangerous import TimestampSigner
 from support import SECRET, counted, factory, store_calls
 
 from agentsession import AsyncSessionManager, SessionManager, open_store
-from agentsession.adapters._ids import (
-    OWNER_KEY,
-    AsyncRequestSession,
-    Claim,
-    ErrorAnswer,
-    IdConfig,
-    RequestSession,
-    SessionIds,
-    TokenSigner,
-    cookie_value,
-    error_answer,
-)
+from agentsession.adapters._errors import ErrorAnswer, error_answer
+from agentsession.adapters._session import OWNER_KEY, AsyncRequestSession, RequestSession
+from agentsession.adapters._tokens import Claim, IdConfig, SessionIds, TokenSigner, cookie_value
 from agentsession.errors import (
     ClobberedInstall,
     ConflictError,
