@@ -17,6 +17,7 @@ from agentsession import _loop
 from agentsession.manager import AsyncSessionManager, new_session_id
 from agentsession.messages import Message
 from agentsession.stores import Conversation, SessionInfo
+from agentsession.turns import Turn
 
 from ._tokens import Claim
 
@@ -154,10 +155,10 @@ class AsyncRequestSession:
         self._stored = self._changed = True
         return reply
 
-    async def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
-        added = await self.engine.run_turn(await self._for_writing(), text, sender=sender)
+    async def run_turn(self, text: str, *, sender: str | None = None) -> Turn:
+        turn = await self.engine.run_turn(await self._for_writing(), text, sender=sender)
         self._stored = self._changed = True
-        return added
+        return turn
 
     async def history(self) -> list[Message]:
         if self._id is None:
@@ -229,7 +230,7 @@ class RequestSession:
     def send(self, text: str, *, sender: str | None = None) -> str:
         return self._run(lambda: self.async_session.send(text, sender=sender))
 
-    def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
+    def run_turn(self, text: str, *, sender: str | None = None) -> Turn:
         return self._run(lambda: self.async_session.run_turn(text, sender=sender))
 
     def history(self) -> list[Message]:

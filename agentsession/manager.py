@@ -11,9 +11,10 @@ import inspect
 import logging
 import random
 import secrets
+import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from ._cache import AgentCache, LiveAgent
 from .errors import (
     ConflictError,
     ConversationFull,
+    FamilyError,
     InvalidInput,
     MessageTooLarge,
     SessionBusy,
@@ -31,6 +33,7 @@ from .errors import (
 from .families import Driver, driver_for
 from .messages import Message
 from .stores import Conversation, SessionInfo, Store, open_store
+from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, ignore
 
 logger = logging.getLogger("agentsession")
 
@@ -143,6 +146,7 @@ class AsyncSessionManager:
         self._factory_takes_context = _factory_takes_context(factory)
         self._cache = AgentCache(cache_size)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._background: set[asyncio.Future[Turn]] = set()  # streamed turns nobody reads
 
     def session(self, session_id: str | None = None) -> AsyncSession:
         """The session ``session_id`` (created in the store on its first write), or a new one.
@@ -157,14 +161,45 @@ class AsyncSessionManager:
 
     async def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
         """Run one user turn and return the reply text."""
-        turn = await self.run_turn(session_id, text, sender=sender)
-        reply = turn[-1]
-        return reply.content if reply.content is not None else ""
+        return (await self._turn(session_id, text, sender, ignore)).reply
 
-    async def run_turn(
+    async def run_turn(self, session_id: str, text: str, *, sender: str | None = None) -> Turn:
+        """Run one user turn and return the ``Turn``: every message it added, the reply last."""
+        return await self._turn(session_id, text, sender, ignore)
+
+    async def stream(
         self, session_id: str, text: str, *, sender: str | None = None
-    ) -> list[Message]:
-        """Run one user turn and return every message it added (the reply last)."""
+    ) -> AsyncIterator[TurnEvent]:
+        """Run one user turn, yielding its events as they happen and ``TurnEnd`` last.
+
+        The same turn as ``run_turn`` (same locks, leases, limits, one record at its end). A
+        consumer that stops early does not stop the turn: it completes and is stored.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TextDelta | MessageEvent | None] = asyncio.Queue()
+        thread = threading.get_ident()
+
+        def emit(event: TextDelta | MessageEvent) -> None:
+            if threading.get_ident() == thread:
+                queue.put_nowait(event)
+            else:  # a driver's worker thread (the legacy family runs turns in one)
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        task = asyncio.ensure_future(self._turn(session_id, text, sender, emit))
+        # the sentinel is queued after every event the turn emitted, thread-emitted ones too
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            yield TurnEnd(task.result())
+        finally:
+            if not task.done():
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                task.add_done_callback(_log_background_failure)
+
+    async def _turn(self, session_id: str, text: str, sender: str | None, emit: Emit) -> Turn:
+        """The one turn mechanism behind ``send``, ``run_turn`` and ``stream``."""
         check_session_id(session_id)
         size = len(_utf8(text, "the message"))
         if size > self.max_message_bytes:
@@ -192,14 +227,19 @@ class AsyncSessionManager:
                     driver = await self._build(session_id, metadata, version)
                 else:
                     driver = live.driver
-                added = await driver.run_turn(text, sender or self.sender)
+                turn = await driver.run_turn(text, sender or self.sender, emit)
+                if not turn.messages:
+                    raise FamilyError(f"the {type(driver).__name__} turn added no messages")
                 released = True  # finish_turn releases the lease whatever happens
-                new_version = await self.store.finish_turn(session_id, added, version, token)
+                new_version = await self.store.finish_turn(
+                    session_id, turn.messages, version, token
+                )
             finally:
                 if not released:
                     await self.store.release(session_id, token)
-            await self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
-            return added
+            live = LiveAgent(driver, new_version, count + len(turn.messages))
+            await self._cache_put(session_id, live)
+            return turn
 
     async def _build(self, session_id: str, metadata: Mapping[str, Any], version: int) -> Driver:
         context = SessionContext(session_id, metadata)
@@ -381,6 +421,11 @@ def _log_close_failure(task: asyncio.Future[None]) -> None:
         logger.warning("closing an evicted agent failed: %r", task.exception())
 
 
+def _log_background_failure(task: asyncio.Future[Turn]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a streamed turn whose reader left failed: %r", task.exception())
+
+
 class AsyncSession:
     """One conversation, bound to its manager. Cheap to create; holds no state of its own."""
 
@@ -394,8 +439,11 @@ class AsyncSession:
     async def send(self, text: str, *, sender: str | None = None) -> str:
         return await self.manager.send(self.id, text, sender=sender)
 
-    async def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
+    async def run_turn(self, text: str, *, sender: str | None = None) -> Turn:
         return await self.manager.run_turn(self.id, text, sender=sender)
+
+    def stream(self, text: str, *, sender: str | None = None) -> AsyncIterator[TurnEvent]:
+        return self.manager.stream(self.id, text, sender=sender)
 
     async def history(self) -> list[Message]:
         return await self.manager.history(self.id)
@@ -446,8 +494,15 @@ class SessionManager:
     def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
         return self._run(self.engine.send(session_id, text, sender=sender))
 
-    def run_turn(self, session_id: str, text: str, *, sender: str | None = None) -> list[Message]:
+    def run_turn(self, session_id: str, text: str, *, sender: str | None = None) -> Turn:
         return self._run(self.engine.run_turn(session_id, text, sender=sender))
+
+    def stream(
+        self, session_id: str, text: str, *, sender: str | None = None
+    ) -> Iterator[TurnEvent]:
+        """``AsyncSessionManager.stream`` as a plain iterator (each event comes over the loop
+        thread)."""
+        return _loop.iterate(self.engine.stream(session_id, text, sender=sender))
 
     def history(self, session_id: str) -> list[Message]:
         return self._run(self.engine.history(session_id))
@@ -514,8 +569,11 @@ class Session:
     def send(self, text: str, *, sender: str | None = None) -> str:
         return self.manager.send(self.id, text, sender=sender)
 
-    def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
+    def run_turn(self, text: str, *, sender: str | None = None) -> Turn:
         return self.manager.run_turn(self.id, text, sender=sender)
+
+    def stream(self, text: str, *, sender: str | None = None) -> Iterator[TurnEvent]:
+        return self.manager.stream(self.id, text, sender=sender)
 
     def history(self) -> list[Message]:
         return self.manager.history(self.id)
