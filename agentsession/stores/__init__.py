@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import Conversation, RecordCodec, SessionInfo, Store
+from .base import Conversation, RecordCodec, SessionInfo, Store, StoredTurn, TurnKey
 
 # scheme -> "module:Class"; imported lazily so each backend's extra stays optional
 _REGISTRY: dict[str, str] = {
@@ -44,4 +44,13 @@ def open_store(url: str, **options: Any) -> Store:
     return store_class(url).from_url(url, **options)
 
 
-__all__ = ["Conversation", "RecordCodec", "SessionInfo", "Store", "open_store", "register_store"]
+__all__ = [
+    "Conversation",
+    "RecordCodec",
+    "SessionInfo",
+    "Store",
+    "StoredTurn",
+    "TurnKey",
+    "open_store",
+    "register_store",
+]

@@ -47,6 +47,11 @@ class AgentChatDriver(Driver):
             return self.agent.model_context
         return self.agent._model_context
 
+    def parts(self) -> tuple[object, ...]:
+        # a model context shared by two agents leaks one conversation into the other
+        # (microsoft/autogen#6088)
+        return (self.agent, self.model_context)
+
     async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
         from autogen_agentchat.messages import TextMessage
         from autogen_core import CancellationToken
