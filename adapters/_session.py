@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from agentsession import _loop
@@ -206,13 +214,35 @@ class AsyncRequestSession:
         async for event in events:
             yield event
 
-    async def history(self) -> list[Message]:
+    async def history(
+        self, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        """The messages, oldest first; a page with ``limit``/``before`` (see the engine)."""
+        paged = limit is not None or before is not None
         if self._id is None:
-            messages = await self._resolve(read_messages=True)
+            messages = await self._resolve(read_messages=not paged)
             if messages is not None:
                 return messages
         assert self._id is not None
-        return await self.engine.history(self._id) if self._stored else []
+        if not self._stored:
+            return []
+        return await self.engine.history(self._id, limit=limit, before=before)
+
+    async def pop_turn(self) -> list[Message]:
+        """Undo the last turn (an "undo" or "regenerate" button); returns what was removed."""
+        session_id = await self.session_id()
+        if not self._stored:
+            return []
+        return await self.engine.pop_turn(session_id, owner=self.current_owner())
+
+    async def append(self, messages: Sequence[Message]) -> None:
+        """Record messages without running the agent (e.g. a human operator's reply)."""
+        owner = self.current_owner()
+        await self._write(
+            lambda session_id, create: self.engine.append(
+                session_id, messages, owner=owner, create=create
+            )
+        )
 
     async def metadata(self) -> dict[str, Any]:
         session_id = await self.session_id()
@@ -305,8 +335,14 @@ class RequestSession:
         events = self.async_session.stream(text, sender=sender, idempotency_key=idempotency_key)
         return _loop.iterate(events)
 
-    def history(self) -> list[Message]:
-        return self._run(self.async_session.history)
+    def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
+        return self._run(lambda: self.async_session.history(limit=limit, before=before))
+
+    def pop_turn(self) -> list[Message]:
+        return self._run(self.async_session.pop_turn)
+
+    def append(self, messages: Sequence[Message]) -> None:
+        self._run(lambda: self.async_session.append(messages))
 
     def metadata(self) -> dict[str, Any]:
         return self._run(self.async_session.metadata)

@@ -15,7 +15,15 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -430,9 +438,87 @@ class AsyncSessionManager:
 
     # -- reading and housekeeping ----------------------------------------------------
 
-    async def history(self, session_id: str) -> list[Message]:
-        conversation = await self.load(session_id)
-        return [] if conversation is None else conversation.messages
+    async def history(
+        self, session_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        """The conversation's messages, oldest first; with ``limit``, a page of at most that
+        many ending just before message index ``before`` (default: the newest). One store read,
+        O(page): ``history(limit=20)`` is the last 20 messages, ``history(limit=20, before=n)``
+        the 20 before index ``n``."""
+        if limit is None and before is None:
+            conversation = await self.load(session_id)
+            return [] if conversation is None else conversation.messages
+        check_session_id(session_id)
+        if (limit is not None and limit < 0) or (before is not None and before < 0):
+            raise InvalidInput("limit and before count messages: they are zero or more")
+        if limit == 0:
+            return []
+        if before is None:
+            start, stop = (0 if limit is None else -limit), None
+        else:
+            start, stop = (0 if limit is None else max(0, before - limit)), before
+        page = await self.store.read_messages(session_id, start, stop)
+        return [] if page is None else page.messages
+
+    async def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
+        """Undo the last turn: remove the last user message and everything after it, and
+        return what was removed (empty if there is no user message)."""
+        check_session_id(session_id)
+        async with self._turn_lock(session_id) as info:
+            if info is None:
+                return []
+            check_owner(session_id, info.metadata, owner)
+            self._cache.discard(session_id)
+            stop: int | None = None
+            while True:  # pages back from the end until the turn's user message
+                page = await self.store.read_messages(
+                    session_id, -64 if stop is None else max(0, stop - 64), stop
+                )
+                if page is None:
+                    return []
+                for index in range(len(page.messages) - 1, -1, -1):
+                    if page.messages[index].role == "user":
+                        keep = page.start + index
+                        removed = await self.store.read_messages(session_id, keep, None)
+                        await self.store.truncate(session_id, keep, info.version)
+                        return [] if removed is None else removed.messages
+                if page.start == 0:
+                    return []
+                stop = page.start
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        """Record messages without running the agent (seeding a conversation, importing one,
+        a human taking over); the next turn's agent sees them."""
+        check_session_id(session_id)
+        if not messages:
+            return
+        for message in messages:
+            if message.content is not None:
+                _utf8(message.content, "a message's content")
+        async with self._turn_lock(session_id) as info:
+            if info is None:
+                if not create:
+                    raise SessionNotFound(session_id)
+                metadata = {OWNER_KEY: owner} if isinstance(owner, str) else {}
+                await self.store.create(session_id, metadata)
+                version, count = 0, 0
+            else:
+                check_owner(session_id, info.metadata, owner)
+                version, count = info.version, info.message_count
+            if self.max_messages is not None and count + len(messages) > self.max_messages:
+                raise ConversationFull(
+                    f"session {session_id!r} holds {count} messages; the limit is "
+                    f"{self.max_messages} (max_messages)"
+                )
+            self._cache.discard(session_id)
+            await self.store.append(session_id, messages, version)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         check_session_id(session_id)
@@ -607,8 +693,16 @@ class AsyncSession:
     ) -> AsyncIterator[TurnEvent]:
         return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
 
-    async def history(self) -> list[Message]:
-        return await self.manager.history(self.id)
+    async def history(
+        self, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        return await self.manager.history(self.id, limit=limit, before=before)
+
+    async def pop_turn(self) -> list[Message]:
+        return await self.manager.pop_turn(self.id)
+
+    async def append(self, messages: Sequence[Message]) -> None:
+        await self.manager.append(self.id, messages)
 
     async def metadata(self) -> dict[str, Any]:
         return await self.manager.metadata(self.id)
@@ -736,8 +830,23 @@ class SessionManager:
         )
         return _loop.iterate(events)
 
-    def history(self, session_id: str) -> list[Message]:
-        return self._run(self.engine.history(session_id))
+    def history(
+        self, session_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        return self._run(self.engine.history(session_id, limit=limit, before=before))
+
+    def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
+        return self._run(self.engine.pop_turn(session_id, owner=owner))
+
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        self._run(self.engine.append(session_id, messages, owner=owner, create=create))
 
     def load(self, session_id: str) -> Conversation | None:
         return self._run(self.engine.load(session_id))
@@ -820,8 +929,14 @@ class Session:
     ) -> Iterator[TurnEvent]:
         return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
 
-    def history(self) -> list[Message]:
-        return self.manager.history(self.id)
+    def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
+        return self.manager.history(self.id, limit=limit, before=before)
+
+    def pop_turn(self) -> list[Message]:
+        return self.manager.pop_turn(self.id)
+
+    def append(self, messages: Sequence[Message]) -> None:
+        self.manager.append(self.id, messages)
 
     def metadata(self) -> dict[str, Any]:
         return self.manager.metadata(self.id)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from agentsession import AsyncSessionManager, SessionManager
+import pytest
+
+from agentsession import (
+    AsyncSessionManager,
+    InvalidInput,
+    Message,
+    OwnerMismatch,
+    SessionManager,
+)
 from agentsession.offline import offline_agent_factory, user_messages_seen
 from agentsession.turns import MessageEvent, Turn, TurnEnd, TurnEvent
 
@@ -102,3 +110,66 @@ def test_sync_stream_over_the_loop_thread(family: str) -> None:
             "assistant",
         ]
         assert len(session.history()) == 2
+
+
+# -- history pages, undo, and messages recorded without a turn ------------------------------
+
+
+def test_history_pages_from_the_newest(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        for i in range(5):
+            session.send(f"message {i}")
+        everything = session.history()
+        assert session.history(limit=3) == everything[-3:]
+        assert session.history(limit=4, before=6) == everything[2:6]
+        assert session.history(limit=4, before=2) == everything[:2]
+        assert session.history(before=4) == everything[:4]
+        assert session.history(limit=0) == [] and session.history(limit=50) == everything
+        assert manager.session().history(limit=5) == []
+        with pytest.raises(InvalidInput):
+            session.history(limit=-1)
+
+
+def test_pop_turn_undoes_the_last_turn(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        session.send("keep me")
+        session.send("undo me")
+        removed = session.pop_turn()
+        assert removed[0].content == "undo me" and len(removed) == 2
+        assert session.history()[0].content == "keep me" and len(session.history()) == 2
+        reply = session.send("what did I say earlier?")
+        assert "undo me" not in reply and user_messages_seen(reply) == 2
+        assert manager.session().pop_turn() == []
+
+
+def test_pop_turn_takes_a_whole_tool_turn() -> None:
+    from agentsession.offline.agentchat import build_agent
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with SessionManager(lambda: build_agent(tools=[add]), "memory://") as manager:
+        session = manager.session()
+        session.send("hello")
+        session.send(ADD)
+        assert [m.role for m in session.pop_turn()] == ["user", "assistant", "tool", "assistant"]
+        assert len(session.history()) == 2
+
+
+def test_appended_messages_are_seen_by_the_next_turn(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        session.send("first")  # a live agent is cached...
+        session.append(
+            [Message("user", "seeded question"), Message("assistant", "a human answered")]
+        )
+        reply = session.send("what did I say earlier?")  # ...and rebuilt with the appended ones
+        assert user_messages_seen(reply) == 3 and "seeded question" in reply
+        manager.set_metadata(session.id, {}, owner="zoe")  # the first user binds it
+        with pytest.raises(OwnerMismatch):
+            manager.append(session.id, [Message("user", "x")], owner="yann")
+        with pytest.raises(OwnerMismatch):
+            manager.pop_turn(session.id, owner="yann")
+        assert len(session.history()) == 6

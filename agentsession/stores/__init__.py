@@ -7,7 +7,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import Conversation, RecordCodec, SessionInfo, Store, StoredTurn, TurnKey
+from .base import (
+    Conversation,
+    MessagePage,
+    RecordCodec,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+)
 
 # scheme -> "module:Class"; imported lazily so each backend's extra stays optional
 _REGISTRY: dict[str, str] = {
@@ -46,6 +54,7 @@ def open_store(url: str, **options: Any) -> Store:
 
 __all__ = [
     "Conversation",
+    "MessagePage",
     "RecordCodec",
     "SessionInfo",
     "Store",

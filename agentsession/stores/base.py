@@ -57,6 +57,24 @@ class Conversation:
     updated_at: float
 
 
+@dataclass(slots=True)
+class MessagePage:
+    """A slice of a conversation's messages, as read by ``Store.read_messages``."""
+
+    messages: list[Message]
+    start: int
+    """The index of the first message of the page in the whole conversation."""
+    total: int
+    """How many messages the conversation holds."""
+    version: int
+
+
+def page_bounds(start: int, stop: int | None, total: int) -> tuple[int, int]:
+    """``slice(start, stop)`` of a list of ``total`` items, as absolute ``[first, end)``."""
+    first, end, _ = slice(start, stop).indices(total)
+    return first, max(first, end)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """A conversation's summary, as listed by ``Store.list``."""
@@ -234,6 +252,19 @@ class Store(ABC):
     @abstractmethod
     async def load(self, session_id: str) -> Conversation | None:
         """The whole conversation, or None if it does not exist (or has expired)."""
+
+    @abstractmethod
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        """The messages ``[start:stop]`` (list slice semantics: negative counts from the end)
+        in one read, O(page) whatever the conversation's length; None if it does not exist."""
+
+    @abstractmethod
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        """Remove every message from index ``keep`` on and return the new version
+        (``ConflictError`` if the version is not ``expected_version``). Idempotency keys of
+        the removed turns are forgotten."""
 
     @abstractmethod
     async def info(self, session_id: str) -> SessionInfo | None:

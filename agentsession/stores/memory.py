@@ -16,10 +16,12 @@ from .base import (
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    MessagePage,
     SessionInfo,
     Store,
     StoredTurn,
     TurnKey,
+    page_bounds,
 )
 
 
@@ -71,6 +73,33 @@ class MemoryStore(Store):
             created_at=created,
             updated_at=updated,
         )
+
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        with self._mutex:
+            record = self._live(session_id)
+            if record is None:
+                return None
+            total, version = len(record.messages), record.version
+            first, end = page_bounds(start, stop, total)
+            texts = record.messages[first:end]
+        return MessagePage(self.codec.load_messages(texts, session_id), first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        with self._mutex:
+            record = self._require(session_id)
+            if record.version != expected_version:
+                raise ConflictError(
+                    f"session {session_id!r} is at version {record.version}, "
+                    f"expected {expected_version}"
+                )
+            del record.messages[keep:]
+            for key in [k for k, entry in record.turn_keys.items() if entry[0] >= keep]:
+                del record.turn_keys[key]
+            record.version += 1
+            record.updated_at = time.time()
+            return record.version
 
     async def info(self, session_id: str) -> SessionInfo | None:
         with self._mutex:

@@ -30,6 +30,7 @@ from .base import (
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    MessagePage,
     SessionInfo,
     Store,
     StoredTurn,
@@ -111,6 +112,45 @@ local entry = cjson.decode(raw)
 if entry[4] < tonumber(ARGV[2]) then return false end
 return {entry[3], redis.call('LRANGE', KEYS[2], entry[1], entry[1] + entry[2] - 1)}
 """
+
+# KEYS: meta, messages. ARGV: start, stop ('' for none), as a Python slice of the messages
+_READ = """
+local head = redis.call('HMGET', KEYS[1], 'version', 'count')
+if not head[1] then return false end
+local total = tonumber(head[2])
+local function bound(i, default)
+    if i == '' then return default end
+    i = tonumber(i)
+    if i < 0 then return math.max(0, total + i) end
+    return math.min(i, total)
+end
+local first, stop = bound(ARGV[1], 0), bound(ARGV[2], total)
+local items = {}
+if stop > first then items = redis.call('LRANGE', KEYS[2], first, stop - 1) end
+return {tonumber(head[1]), total, first, items}
+"""
+
+# KEYS: meta, messages, index, turn keys. ARGV: keep, expected version, now, ttl ms, session id
+_TRUNCATE = (
+    """
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then return {-1, 0} end
+if tonumber(version) ~= tonumber(ARGV[2]) then return {-2, tonumber(version)} end
+local keep = tonumber(ARGV[1])
+if keep == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, keep - 1) end
+redis.call('HSET', KEYS[1], 'count', redis.call('LLEN', KEYS[2]), 'updated', ARGV[3])
+local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+    if cjson.decode(all[i + 1])[1] >= keep then redis.call('HDEL', KEYS[4], all[i]) end
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+"""
+    + _EXPIRE.format(ttl="ARGV[4]")
+    + """
+return {new, 0}
+"""
+)
 
 # KEYS: lease. ARGV: token, lease ms
 _RENEW = """
@@ -232,6 +272,8 @@ class RedisStore(Store):
         self._load = self.client.register_script(_LOAD)
         self._find_turn = self.client.register_script(_FIND_TURN)
         self._renew = self.client.register_script(_RENEW)
+        self._read = self.client.register_script(_READ)
+        self._truncate = self.client.register_script(_TRUNCATE)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -294,6 +336,30 @@ class RedisStore(Store):
             created_at=info.created_at,
             updated_at=info.updated_at,
         )
+
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        args: list[Arg] = [start, "" if stop is None else stop]
+        found = await self._call(self._read(keys=list(self._keys(session_id)), args=args))
+        if not found:
+            return None
+        version, total, first, bodies = found
+        messages = self.codec.load_messages(bodies, session_id)
+        return MessagePage(messages, int(first), int(total), int(version))
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        meta, messages = self._keys(session_id)
+        keys = [meta, messages, self._index, self._turn_keys(session_id)]
+        args: list[Arg] = [keep, expected_version, time.time(), self._ttl_ms(), session_id]
+        status, version = await self._call(self._truncate(keys=keys, args=args))
+        if status == -1:
+            raise SessionNotFound(session_id)
+        if status == -2:
+            raise ConflictError(
+                f"session {session_id!r} is at version {version}, expected {expected_version}"
+            )
+        return int(status)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         raw = await self._call(self.client.hgetall(self._keys(session_id)[0]))

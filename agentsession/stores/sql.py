@@ -31,10 +31,12 @@ from .base import (
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    MessagePage,
     SessionInfo,
     Store,
     StoredTurn,
     TurnKey,
+    page_bounds,
     take_url_options,
 )
 
@@ -295,6 +297,52 @@ class SQLStore(Store):
             created_at=info.created_at,
             updated_at=info.updated_at,
         )
+
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        def read(conn: Connection) -> tuple[int, int, int, Sequence[Any]] | None:
+            head = self._head(conn, session_id)
+            if head is None:
+                return None
+            total = int(head.message_count)
+            first, end = page_bounds(start, stop, total)
+            m = self.messages.c
+            rows = conn.execute(
+                sa.select(m.body)
+                .where(m.session_id == session_id, m.seq >= first, m.seq < end)
+                .order_by(m.seq)
+            ).all()
+            return int(head.version), total, first, rows
+
+        found = await self._run(read, snapshot=True)
+        if found is None:
+            return None
+        version, total, first, rows = found
+        messages = self.codec.load_messages([body for (body,) in rows], session_id)
+        return MessagePage(messages, first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        def write(conn: Connection) -> int:
+            c, m, k = self.conversations.c, self.messages.c, self.turn_keys.c
+            bumped = conn.execute(
+                sa.update(self.conversations)
+                .where(self._live(session_id), c.version == expected_version)
+                .values(
+                    version=c.version + 1,
+                    message_count=sa.func.least(c.message_count, keep),
+                    updated_at=time.time(),
+                )
+            ).rowcount
+            if not bumped:
+                self._raise_missing_or_conflict(conn, session_id, expected_version)
+            conn.execute(sa.delete(self.messages).where(m.session_id == session_id, m.seq >= keep))
+            conn.execute(
+                sa.delete(self.turn_keys).where(k.session_id == session_id, k.first_seq >= keep)
+            )
+            return expected_version + 1
+
+        return await self._run(write)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         row = await self._run(lambda conn: self._head(conn, session_id))

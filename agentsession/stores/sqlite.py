@@ -31,10 +31,12 @@ from .base import (
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    MessagePage,
     SessionInfo,
     Store,
     StoredTurn,
     TurnKey,
+    page_bounds,
 )
 
 T = TypeVar("T")
@@ -245,6 +247,62 @@ class SQLiteStore(Store):
             created_at=created,
             updated_at=updated,
         )
+
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        def read(conn: sqlite3.Connection) -> tuple[int, int, int, list[Any]] | None:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                head = conn.execute(
+                    "SELECT version, message_count FROM agentsession_conversations"
+                    " WHERE session_id = ? AND updated_at >= ?",
+                    (session_id, self._cutoff()),
+                ).fetchone()
+                if head is None:
+                    return None
+                version, total = head
+                first, end = page_bounds(start, stop, total)
+                rows = conn.execute(
+                    "SELECT body FROM agentsession_messages WHERE session_id = ?"
+                    " AND seq >= ? AND seq < ? ORDER BY seq",
+                    (session_id, first, end),
+                ).fetchall()
+                return version, total, first, rows
+            finally:
+                conn.commit()
+
+        found = await self._run(read)
+        if found is None:
+            return None
+        version, total, first, rows = found
+        messages = self.codec.load_messages([body for (body,) in rows], session_id)
+        return MessagePage(messages, first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "UPDATE agentsession_conversations SET version = version + 1,"
+                " message_count = MIN(message_count, ?), updated_at = ?"
+                " WHERE session_id = ? AND version = ? AND updated_at >= ? RETURNING version",
+                (keep, time.time(), session_id, expected_version, self._cutoff()),
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                self._raise_missing_or_conflict(conn, session_id, expected_version)
+            conn.execute(
+                "DELETE FROM agentsession_messages WHERE session_id = ? AND seq >= ?",
+                (session_id, keep),
+            )
+            conn.execute(
+                "DELETE FROM agentsession_turn_keys WHERE session_id = ? AND first_seq >= ?",
+                (session_id, keep),
+            )
+            conn.commit()
+            return int(row[0])
+
+        return await self._run(write)
 
     def _info_in(self, conn: sqlite3.Connection, session_id: str) -> Any:
         return conn.execute(
