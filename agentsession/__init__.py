@@ -28,6 +28,7 @@ from .errors import (
     SharedAgent,
     StoreError,
     StoreUnavailable,
+    StreamInterrupted,
     UnknownSchemaVersion,
     UnsupportedAgent,
     UnsupportedVersion,
@@ -46,7 +47,7 @@ from .manager import (
 )
 from .messages import Message, ToolCall
 from .stores import SessionInfo, Store, open_store
-from .turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, Usage
+from .turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, Usage
 
 __version__ = "0.1.0"
 
@@ -81,11 +82,13 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StreamInterrupted",
     "TextDelta",
     "ToolCall",
     "Turn",
     "TurnEnd",
     "TurnEvent",
+    "TurnStart",
     "UnknownSchemaVersion",
     "UnsupportedAgent",
     "UnsupportedVersion",

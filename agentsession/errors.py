@@ -140,5 +140,15 @@ class SessionNotFound(AgentSessionError):
         super().__init__(f"no session {session_id!r} in the store")
 
 
+class StreamInterrupted(AgentSessionError):
+    """The streamed turn a reader follows failed, was cancelled, or its worker died (nothing
+    of it was recorded), or there is no journal to follow."""
+
+    def __init__(self, session_id: str, reason: str, code: str = "interrupted") -> None:
+        self.session_id = session_id
+        self.code = code
+        super().__init__(f"the streamed turn of session {session_id[:8]}… {reason}")
+
+
 class DecryptionError(StoreError):
     """Stored content could not be decrypted with any configured key."""

@@ -25,13 +25,14 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypeVar
 
 from . import _loop
 from ._cache import AgentCache, LiveAgent
 from ._claims import Claims
 from ._heartbeat import Heartbeat
+from ._journal import JournalWriter, replay
 from .errors import (
     ConflictError,
     ConversationFull,
@@ -47,7 +48,7 @@ from .errors import (
 from .families import Driver, driver_for
 from .messages import Message
 from .stores import Conversation, SessionInfo, Store, TurnKey, open_store
-from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, ignore
+from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, ignore
 
 logger = logging.getLogger("agentsession")
 
@@ -199,7 +200,9 @@ class AsyncSessionManager:
         self._factory_takes_context = _factory_takes_context(factory)
         self._cache = AgentCache(cache_size)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._background: set[asyncio.Future[Turn]] = set()  # streamed turns nobody reads
+        # streamed turns whose reader left, and the tasks that journal them
+        self._background: set[asyncio.Future[Turn]] = set()
+        self._followers: set[asyncio.Future[None]] = set()
         self._claims = Claims()
 
     def session(self, session_id: str | None = None) -> AsyncSession:
@@ -257,36 +260,103 @@ class AsyncSessionManager:
         idempotency_key: str | None = None,
         owner: Owner = ANY_OWNER,
         create: bool = True,
+        journal: bool = True,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> AsyncIterator[TurnEvent]:
-        """Run one user turn, yielding its events as they happen and ``TurnEnd`` last.
+        """Run one user turn, yielding its events as they happen: ``TurnStart``, then
+        ``TextDelta``s and ``MessageEvent``s, and ``TurnEnd`` last.
 
         The same turn as ``run_turn`` (same options, locks, leases, limits, one record at its
-        end). A consumer that stops early does not stop the turn: it completes and is stored.
+        end). With ``journal`` its events also go to the store, numbered by their ``seq``, so a
+        reader that reconnects, to any worker, catches up with ``resume``. A reader that stops
+        early does not stop the turn (``on_disconnect="finish"``): it completes and is stored,
+        and its journal goes on; with ``"cancel"`` it is cancelled and nothing of it is stored.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[TextDelta | MessageEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[TurnStart | TextDelta | MessageEvent | None] = asyncio.Queue()
         thread = threading.get_ident()
 
-        def emit(event: TextDelta | MessageEvent) -> None:
+        def emit(event: TurnStart | TextDelta | MessageEvent) -> None:
             if threading.get_ident() == thread:
                 queue.put_nowait(event)
             else:  # a driver's worker thread (the legacy family runs turns in one)
                 loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        turn_id = secrets.token_hex(8)
+        writer = JournalWriter(self.store, session_id, turn_id) if journal else None
+        seq = 0
+
+        def numbered(event: TurnEvent) -> TurnEvent:
+            nonlocal seq
+            if isinstance(event, TurnStart):
+                event = replace(event, turn_id=turn_id, seq=seq)
+            else:
+                event = replace(event, seq=seq)
+            if writer is None or writer.add(event.to_dict()):
+                seq += 1
+            return event
 
         task = asyncio.ensure_future(
             self._turn(session_id, text, sender, emit, idempotency_key, owner, create)
         )
         # the sentinel is queued after every event the turn emitted, thread-emitted ones too
         task.add_done_callback(lambda _: queue.put_nowait(None))
+        drained = finished = False
         try:
             while (event := await queue.get()) is not None:
-                yield event
-            yield TurnEnd(task.result())
+                yield numbered(event)
+            drained = True
+            yield numbered(TurnEnd(task.result()))
+            finished = True
         finally:
-            if not task.done():
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                task.add_done_callback(_log_background_failure)
+            if not finished:
+                if not task.done():
+                    if on_disconnect == "cancel":
+                        task.cancel()
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                    task.add_done_callback(_log_background_failure)
+                if writer is not None:  # readers that come back learn how the turn ended
+                    self._follow(task, None if drained else queue, numbered, writer)
+            elif writer is not None:
+                await writer.close()
+
+    def _follow(
+        self,
+        task: asyncio.Future[Turn],
+        queue: asyncio.Queue[TurnStart | TextDelta | MessageEvent | None] | None,
+        numbered: Callable[[TurnEvent], TurnEvent],
+        writer: JournalWriter,
+    ) -> None:
+        """Journal the rest of a streamed turn whose reader left (or that failed), and how it
+        ended."""
+
+        async def drain() -> None:
+            while queue is not None and (event := await queue.get()) is not None:
+                numbered(event)
+            await asyncio.wait([task])
+            if task.cancelled():
+                writer.add({"type": "error", "seq": writer.next_seq, "code": "cancelled",
+                            "detail": "was cancelled; nothing of it was recorded"})  # fmt: skip
+            elif task.exception() is not None:
+                writer.add({"type": "error", "seq": writer.next_seq, "code": "failed",
+                            "detail": "failed; nothing of it was recorded"})  # fmt: skip
+            else:
+                numbered(TurnEnd(task.result()))
+            await writer.close()
+
+        follower = asyncio.ensure_future(drain())
+        self._followers.add(follower)
+        follower.add_done_callback(self._followers.discard)
+
+    async def resume(self, session_id: str, after: int = -1) -> AsyncIterator[TurnEvent]:
+        """The events of the conversation's latest streamed turn with ``seq > after``, then the
+        rest as they happen, until its ``TurnEnd``: what a reader that lost its connection
+        missed, from any worker. ``StreamInterrupted`` if that turn failed, was cancelled or
+        its worker died (nothing of it was recorded), or there is no journal to follow."""
+        check_session_id(session_id)
+        async for event in replay(self.store, session_id, after):
+            yield event
 
     async def _turn(
         self,
@@ -315,9 +385,12 @@ class AsyncSessionManager:
                 if info is not None:
                     check_owner(session_id, info.metadata, owner)
                     if turn_key is not None:
-                        replay = await self._replay(session_id, turn_key)
-                        if replay is not None:
-                            return replay  # the finally gives the lease back
+                        replayed = await self._replay(session_id, turn_key)
+                        if replayed is not None:
+                            emit(TurnStart(session_id))
+                            for message in replayed:
+                                emit(MessageEvent(message))
+                            return replayed  # the finally gives the lease back
                     version, count = info.version, info.message_count
                     live = self._cache.take(session_id, version)
                     metadata: Mapping[str, Any] = info.metadata
@@ -337,6 +410,7 @@ class AsyncSessionManager:
                         f"session {session_id!r} holds {count} messages; the limit is "
                         f"{self.max_messages} (max_messages). Reset it or start a new session."
                     )
+                emit(TurnStart(session_id))
                 driver = live.driver if live is not None else None
                 async with Heartbeat(self.store, session_id, token, self.lease_ttl) as heartbeat:
                     if driver is None:
@@ -643,6 +717,9 @@ class AsyncSessionManager:
         await self.store.ping()
 
     async def aclose(self) -> None:
+        # streamed turns whose readers left finish, and journal their end, before the store goes
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._followers, return_exceptions=True)
         for live in self._cache.drain():
             await live.driver.close()
         await self.store.close()
@@ -689,9 +766,25 @@ class AsyncSession:
         )
 
     def stream(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        journal: bool = True,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> AsyncIterator[TurnEvent]:
-        return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
+        return self.manager.stream(
+            self.id,
+            text,
+            sender=sender,
+            idempotency_key=idempotency_key,
+            journal=journal,
+            on_disconnect=on_disconnect,
+        )
+
+    def resume(self, after: int = -1) -> AsyncIterator[TurnEvent]:
+        return self.manager.resume(self.id, after)
 
     async def history(
         self, *, limit: int | None = None, before: int | None = None
@@ -817,6 +910,8 @@ class SessionManager:
         idempotency_key: str | None = None,
         owner: Owner = ANY_OWNER,
         create: bool = True,
+        journal: bool = True,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> Iterator[TurnEvent]:
         """``AsyncSessionManager.stream`` as a plain iterator (each event comes over the loop
         thread)."""
@@ -827,8 +922,13 @@ class SessionManager:
             idempotency_key=idempotency_key,
             owner=owner,
             create=create,
+            journal=journal,
+            on_disconnect=on_disconnect,
         )
         return _loop.iterate(events)
+
+    def resume(self, session_id: str, after: int = -1) -> Iterator[TurnEvent]:
+        return _loop.iterate(self.engine.resume(session_id, after))
 
     def history(
         self, session_id: str, *, limit: int | None = None, before: int | None = None
@@ -925,9 +1025,25 @@ class Session:
         return self.manager.run_turn(self.id, text, sender=sender, idempotency_key=idempotency_key)
 
     def stream(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        journal: bool = True,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> Iterator[TurnEvent]:
-        return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
+        return self.manager.stream(
+            self.id,
+            text,
+            sender=sender,
+            idempotency_key=idempotency_key,
+            journal=journal,
+            on_disconnect=on_disconnect,
+        )
+
+    def resume(self, after: int = -1) -> Iterator[TurnEvent]:
+        return self.manager.resume(self.id, after)
 
     def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
         return self.manager.history(self.id, limit=limit, before=before)

@@ -1,18 +1,21 @@
 """What a turn produces: the ``Turn`` it records, and the events a streamed turn yields.
 
 One turn is one user message run through the agent (or team) until it answers. ``run_turn``
-returns the ``Turn``; ``stream`` yields the same turn as it happens: ``TextDelta`` while a
-message is being written (where the model client streams), ``MessageEvent`` for each finished
-message (the user's, a tool call, a tool result, every speaker's reply), and ``TurnEnd`` with
-the whole ``Turn`` last. ``send`` and ``run_turn`` are built on the same mechanism.
+returns the ``Turn``; ``stream`` yields the same turn as it happens: ``TurnStart`` once the turn
+holds its conversation, ``TextDelta`` while a message is being written (where the model client
+streams), ``MessageEvent`` for each finished message (the user's, a tool call, a tool result,
+every speaker's reply), and ``TurnEnd`` with the whole ``Turn`` last. ``send`` and ``run_turn``
+are built on the same mechanism. Every event has a JSON form (``to_dict``/``event_from_dict``),
+which is also how a streamed turn's journal keeps them for readers that reconnect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, overload
 
+from .errors import CorruptRecord
 from .messages import Message
 
 
@@ -88,16 +91,35 @@ class Turn(Sequence[Message]):
         return record
 
 
+# ``seq`` numbers a streamed turn's events from 0 (its ``TurnStart``); -1 on an event that was
+# not numbered (a driver's, before the engine hands it on)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """The first event of a streamed turn: it holds its conversation and passed its checks."""
+
+    session_id: str
+    turn_id: str = ""
+    """Names this streamed turn: a reader that reconnects resumes it by ``(turn_id, seq)``."""
+    seq: int = -1
+    type: ClassVar[str] = "start"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "seq": self.seq, "turn_id": self.turn_id}
+
+
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of a message being written, as the model client streams it."""
 
     text: str
     speaker: str | None = None
+    seq: int = -1
     type: ClassVar[str] = "delta"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "text": self.text, "speaker": self.speaker}
+        return {"type": self.type, "seq": self.seq, "text": self.text, "speaker": self.speaker}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,7 @@ class MessageEvent:
     """A finished message: the user's, a tool call, a tool result or a speaker's reply."""
 
     message: Message
+    seq: int = -1
     type: ClassVar[str] = "message"
 
     @property
@@ -116,7 +139,12 @@ class MessageEvent:
         return "message"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "kind": self.kind, "message": self.message.to_dict()}
+        return {
+            "type": self.type,
+            "seq": self.seq,
+            "kind": self.kind,
+            "message": self.message.to_dict(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,20 +152,59 @@ class TurnEnd:
     """The last event of a streamed turn: the turn as it was recorded."""
 
     turn: Turn
+    seq: int = -1
     type: ClassVar[str] = "end"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "turn": self.turn.to_dict()}
+        return {"type": self.type, "seq": self.seq, "turn": self.turn.to_dict()}
 
 
-TurnEvent = TextDelta | MessageEvent | TurnEnd
+TurnEvent = TurnStart | TextDelta | MessageEvent | TurnEnd
 
-Emit = Callable[[TextDelta | MessageEvent], None]
+Emit = Callable[[TurnStart | TextDelta | MessageEvent], None]
 """How a family driver reports a turn's progress; safe to call from any thread."""
 
 
-def ignore(event: TextDelta | MessageEvent) -> None:
+def ignore(event: TurnStart | TextDelta | MessageEvent) -> None:
     """The ``Emit`` of a turn nobody streams."""
 
 
-__all__ = ["Emit", "MessageEvent", "TextDelta", "Turn", "TurnEnd", "TurnEvent", "Usage", "ignore"]
+def event_from_dict(record: Mapping[str, Any], session_id: str = "?") -> TurnEvent:
+    """The event whose ``to_dict()`` is ``record`` (as a streamed turn's journal keeps it)."""
+    try:
+        kind, seq = record["type"], int(record.get("seq", -1))
+        if kind == "delta":
+            return TextDelta(str(record["text"]), record.get("speaker"), seq)
+        if kind == "message":
+            return MessageEvent(Message.from_dict(record["message"], session_id), seq)
+        if kind == "start":
+            return TurnStart(session_id, str(record["turn_id"]), seq)
+        if kind == "end":
+            turn = record["turn"]
+            usage = turn.get("usage")
+            return TurnEnd(
+                Turn(
+                    tuple(Message.from_dict(m, session_id) for m in turn["messages"]),
+                    turn.get("stop_reason"),
+                    Usage(**usage) if usage else None,
+                    bool(turn.get("replayed", False)),
+                ),
+                seq,
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptRecord(session_id, f"malformed journal event: {exc!r}") from exc
+    raise CorruptRecord(session_id, f"unknown journal event type {kind!r}")
+
+
+__all__ = [
+    "Emit",
+    "MessageEvent",
+    "TextDelta",
+    "Turn",
+    "TurnEnd",
+    "TurnEvent",
+    "TurnStart",
+    "Usage",
+    "event_from_dict",
+    "ignore",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from packaging.version import Version
 
 from agentsession import (
     AsyncSessionManager,
@@ -14,9 +15,10 @@ from agentsession import (
     SessionManager,
 )
 from agentsession.offline import offline_agent_factory, user_messages_seen
-from agentsession.turns import MessageEvent, Turn, TurnEnd, TurnEvent
+from agentsession.turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart
 
 ADD = '/tool add {"a": 2, "b": 2}'
+STREAMING_CLIENT = Version("0.4.4")  # AssistantAgent(model_client_stream=...)
 
 
 def test_run_turn_returns_the_turn_as_a_sequence_of_its_messages(family: str) -> None:
@@ -48,7 +50,9 @@ def test_stream_yields_every_message_in_order_then_the_turn(family: str, store_u
             return events, [m.content for m in await session.history()]
 
     events, stored = asyncio.run(run())
-    *messages, end = events
+    start, *messages, end = events
+    assert isinstance(start, TurnStart) and start.turn_id and start.seq == 0
+    assert [event.seq for event in events] == list(range(len(events)))
     assert isinstance(end, TurnEnd)
     assert all(isinstance(event, MessageEvent) for event in messages)
     assert [e.message for e in messages if isinstance(e, MessageEvent)] == list(end.turn)
@@ -80,6 +84,7 @@ def test_a_streamed_tool_turn_reports_the_call_and_the_result() -> None:
         events = list(manager.session().stream(ADD))
     kinds = [e.kind for e in events if isinstance(e, MessageEvent)]
     assert kinds == ["message", "tool_call", "tool_result", "message"]
+    assert isinstance(events[0], TurnStart)
     assert events[-1].to_dict()["type"] == "end"
 
 
@@ -173,3 +178,23 @@ def test_appended_messages_are_seen_by_the_next_turn(family: str, store_url: str
         with pytest.raises(OwnerMismatch):
             manager.pop_turn(session.id, owner="yann")
         assert len(session.history()) == 6
+
+
+def test_a_streaming_model_client_streams_text_deltas() -> None:
+    from agentsession.families._gates import at_least
+    from agentsession.families.agentchat import AgentChatFamily
+    from agentsession.offline.agentchat import build_agent
+
+    if not at_least(AgentChatFamily().check_version(), STREAMING_CLIENT):
+        pytest.skip("model_client_stream arrived in autogen-agentchat 0.4.4")
+    factory = lambda: build_agent(model_client_stream=True, chunk_words=2)  # noqa: E731
+    with SessionManager(factory, "memory://") as manager:
+        session = manager.session()
+        events = list(session.stream("hello there"))
+        deltas = [e.text for e in events if isinstance(e, TextDelta)]
+        reply = events[-1]
+        assert isinstance(reply, TurnEnd) and len(deltas) > 2
+        assert "".join(deltas) == reply.turn.reply == session.history()[-1].content
+        kinds = [type(e).__name__ for e in events]
+        assert kinds[:2] == ["TurnStart", "MessageEvent"]  # the user's message, then the text
+        assert kinds[-2:] == ["MessageEvent", "TurnEnd"]

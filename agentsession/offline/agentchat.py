@@ -13,6 +13,8 @@ sent, so it proves what an agent remembers::
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -53,7 +55,14 @@ class OfflineChatCompletionClient(ChatCompletionClient):
     0.7.5; ``create`` takes any keyword (``tool_choice`` appeared in 0.6). Usage counts words.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, chunk_words: int = 3, chunk_delay: float = 0.0) -> None:
+        """``chunk_words``/``chunk_delay``: how ``create_stream`` hands out a text reply (for
+        an agent built with ``model_client_stream=True``): that many words a chunk, that many
+        seconds apart."""
+        if chunk_words < 1:
+            raise ValueError("chunk_words must be 1 or more")
+        self.chunk_words = chunk_words
+        self.chunk_delay = chunk_delay
         self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total = RequestUsage(prompt_tokens=0, completion_tokens=0)
 
@@ -84,7 +93,11 @@ class OfflineChatCompletionClient(ChatCompletionClient):
     ) -> AsyncGenerator[str | CreateResult, None]:
         result = await self.create(messages, **kwargs)
         if isinstance(result.content, str):
-            yield result.content
+            words = re.findall(r"\S+\s*", result.content)
+            for i in range(0, len(words), self.chunk_words):
+                if i and self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield "".join(words[i : i + self.chunk_words])
         yield result
 
     async def close(self) -> None:
@@ -119,12 +132,17 @@ def build_agent(
     name: str = "assistant",
     system_message: str = "You are a helpful assistant.",
     tools: Iterable[AgentTool] = (),
+    *,
+    chunk_words: int = 3,
+    chunk_delay: float = 0.0,
     **kwargs: Any,
 ) -> AssistantAgent:
-    """An ``AssistantAgent`` on the offline model; ``kwargs`` go to ``AssistantAgent``."""
+    """An ``AssistantAgent`` on the offline model; ``kwargs`` go to ``AssistantAgent``
+    (``model_client_stream=True`` streams its replies in chunks of ``chunk_words`` words,
+    ``chunk_delay`` seconds apart)."""
     return AssistantAgent(
         name,
-        model_client=OfflineChatCompletionClient(),
+        model_client=OfflineChatCompletionClient(chunk_words=chunk_words, chunk_delay=chunk_delay),
         system_message=system_message,
         tools=list(tools) or None,
         **kwargs,

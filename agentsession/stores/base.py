@@ -23,6 +23,11 @@ META_SCHEMA_VERSION = 1
 ENVELOPE_VERSION = 1
 """Version of the envelope of an encrypted record (see ``stores.encryption``)."""
 
+JOURNAL_SCHEMA_VERSION = 1
+"""Version of a streamed turn's journal event record."""
+JOURNAL_TTL = 600.0
+"""Seconds a streamed turn's journal is kept after its last event."""
+
 TURN_KEYS_KEPT = 100
 """Idempotency keys remembered per conversation (the newest); older ones are forgotten."""
 TURN_KEY_TTL = 24 * 3600.0
@@ -75,6 +80,17 @@ def page_bounds(start: int, stop: int | None, total: int) -> tuple[int, int]:
     return first, max(first, end)
 
 
+@dataclass(slots=True)
+class JournalPage:
+    """Events of a conversation's latest streamed turn, as ``Store.journal_read`` returns them."""
+
+    turn_id: str
+    events: list[dict[str, Any]]
+    """The events after the one asked for, oldest first, each with its ``seq``."""
+    writing: bool
+    """The conversation's turn lease is held: the turn that writes this journal may be running."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
     """A conversation's summary, as listed by ``Store.list``."""
@@ -123,6 +139,23 @@ class RecordCodec:
         if "enc" in record:
             record = self._parse(self.decode_sealed(record, session_id), session_id, "message")
         return Message.from_dict(record, session_id)
+
+    def dump_event(self, event: Mapping[str, Any]) -> str:
+        """A journal event (see ``Store.journal_write``) as the text a store keeps."""
+        return json.dumps(
+            {"v": JOURNAL_SCHEMA_VERSION, **event}, ensure_ascii=False, separators=(",", ":")
+        )
+
+    def load_event(self, text: str | bytes, session_id: str) -> dict[str, Any]:
+        record = self._parse(text, session_id, "journal event")
+        if "enc" in record:
+            record = self._parse(self.decode_sealed(record, session_id), session_id, "event")
+        version = record.pop("v", None)
+        if version != JOURNAL_SCHEMA_VERSION:
+            raise CorruptRecord(
+                session_id, f"journal event schema version {version!r} is not known"
+            )
+        return record
 
     def dump_metadata(self, metadata: Mapping[str, Any]) -> str:
         return json.dumps(
@@ -370,6 +403,19 @@ class Store(ABC):
     async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
         """The turn recorded under idempotency ``key``, or None (never recorded, or forgotten:
         see ``TURN_KEYS_KEPT`` and ``TURN_KEY_TTL``)."""
+
+    @abstractmethod
+    async def journal_write(
+        self, session_id: str, turn_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Record a streamed turn's events ``first_seq``, ``first_seq + 1``, … in the
+        conversation's journal. ``first_seq == 0`` starts the journal of a new turn, replacing
+        the previous one; events for another turn than the journal's are dropped. The journal
+        expires ``JOURNAL_TTL`` seconds after its last write."""
+
+    @abstractmethod
+    async def journal_read(self, session_id: str, after: int = -1) -> JournalPage | None:
+        """The journal's events with ``seq > after``, or None if there is no journal."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -63,5 +63,8 @@ class EncryptedCodec(RecordCodec):
     def dump_metadata(self, metadata: Mapping[str, Any]) -> str:
         return self._seal(super().dump_metadata(metadata))
 
+    def dump_event(self, event: Mapping[str, Any]) -> str:
+        return self._seal(super().dump_event(event))
+
     def decode_sealed(self, record: Mapping[str, Any], session_id: str) -> str:
         return self._open(record, session_id)

@@ -13,9 +13,11 @@ from typing import Any
 from ..errors import ConflictError, LeaseLost, SessionNotFound
 from ..messages import Message
 from .base import (
+    JOURNAL_TTL,
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    JournalPage,
     MessagePage,
     SessionInfo,
     Store,
@@ -44,6 +46,8 @@ class MemoryStore(Store):
         super().__init__(**options)
         self._records: dict[str, _Record] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        # session id -> (turn id, encoded events, last write): the latest streamed turn's journal
+        self._journals: dict[str, tuple[str, list[str], float]] = {}
         self._mutex = threading.Lock()
 
     def _live(self, session_id: str) -> _Record | None:
@@ -207,6 +211,7 @@ class MemoryStore(Store):
     async def delete(self, session_id: str) -> bool:
         with self._mutex:
             self._leases.pop(session_id, None)
+            self._journals.pop(session_id, None)
             return self._records.pop(session_id, None) is not None
 
     async def rename(self, session_id: str, new_session_id: str) -> None:
@@ -216,6 +221,7 @@ class MemoryStore(Store):
                 raise ConflictError(f"session {new_session_id!r} already exists")
             record.version += 1
             self._records[new_session_id] = self._records.pop(session_id)
+            self._journals.pop(session_id, None)
 
     async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
         with self._mutex:
@@ -250,6 +256,10 @@ class MemoryStore(Store):
             for sid in stale:
                 del self._records[sid]
                 self._leases.pop(sid, None)
+                self._journals.pop(sid, None)
+            old = time.time() - JOURNAL_TTL
+            for sid in [sid for sid, journal in self._journals.items() if journal[2] < old]:
+                del self._journals[sid]
         return len(stale)
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
@@ -276,6 +286,31 @@ class MemoryStore(Store):
             held = self._leases.get(session_id)
             if held is not None and held[0] == token:
                 del self._leases[session_id]
+
+    async def journal_write(
+        self, session_id: str, turn_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        encoded = [self.codec.dump_event(event) for event in events]
+        with self._mutex:
+            journal = self._journals.get(session_id)
+            if first_seq == 0:
+                journal = (turn_id, [], 0.0)
+            elif journal is None or journal[0] != turn_id:
+                return  # a newer turn has replaced this one's journal
+            kept = journal[1]
+            kept[first_seq : first_seq + len(encoded)] = encoded
+            self._journals[session_id] = (turn_id, kept, time.time())
+
+    async def journal_read(self, session_id: str, after: int = -1) -> JournalPage | None:
+        with self._mutex:
+            journal = self._journals.get(session_id)
+            if journal is None or journal[2] < time.time() - JOURNAL_TTL:
+                return None
+            turn_id, texts = journal[0], journal[1][after + 1 :]
+            held = self._leases.get(session_id)
+            writing = held is not None and held[1] > time.monotonic()
+        events = [self.codec.load_event(text, session_id) for text in texts]
+        return JournalPage(turn_id, events, writing)
 
     async def ping(self) -> None:
         return None

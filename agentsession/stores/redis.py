@@ -27,9 +27,11 @@ from ..errors import (
 )
 from ..messages import Message
 from .base import (
+    JOURNAL_TTL,
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    JournalPage,
     MessagePage,
     SessionInfo,
     Store,
@@ -152,6 +154,32 @@ return {new, 0}
 """
 )
 
+# KEYS: journal (its first item is the turn id, then the events). ARGV: turn id, first seq,
+# ttl ms, events…
+_JOURNAL_WRITE = """
+if tonumber(ARGV[2]) == 0 then
+    redis.call('DEL', KEYS[1])
+    redis.call('RPUSH', KEYS[1], ARGV[1])
+elseif redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then
+    return 0
+end
+local stored = redis.call('LLEN', KEYS[1]) - 1
+for i = 4, #ARGV do
+    local seq = tonumber(ARGV[2]) + i - 4
+    if seq < stored then redis.call('LSET', KEYS[1], seq + 1, ARGV[i])
+    else redis.call('RPUSH', KEYS[1], ARGV[i]) end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: journal, lease. ARGV: the last seq already seen
+_JOURNAL_READ = """
+local turn = redis.call('LINDEX', KEYS[1], 0)
+if not turn then return false end
+return {turn, redis.call('LRANGE', KEYS[1], tonumber(ARGV[1]) + 2, -1), redis.call('EXISTS', KEYS[2])}
+"""
+
 # KEYS: lease. ARGV: token, lease ms
 _RENEW = """
 local holder = redis.call('GET', KEYS[1])
@@ -191,7 +219,7 @@ return new
 """
 )
 
-# KEYS: meta, messages, new meta, new messages, index, turn keys, new turn keys.
+# KEYS: meta, messages, new meta, new messages, index, turn keys, new turn keys, journal.
 # ARGV: old id, new id
 _RENAME = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -200,6 +228,7 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('RENAME', KEYS[1], KEYS[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
 if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
+redis.call('DEL', KEYS[8])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'updated'), ARGV[2])
 return 1
@@ -211,7 +240,8 @@ _LOAD = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
-# KEYS: index, then meta, messages, lease, turn keys of each candidate. ARGV: cutoff, candidate ids…
+# KEYS: index, then meta, messages, lease, turn keys, journal of each candidate. ARGV: cutoff,
+# candidate ids…
 # The score is checked again here: a turn that landed since the ZRANGEBYSCORE keeps its
 # conversation.
 _GC = """
@@ -219,8 +249,8 @@ local removed = 0
 for i = 2, #ARGV do
     local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
     if score and tonumber(score) < tonumber(ARGV[1]) then
-        local k = 2 + (i - 2) * 4
-        redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
+        local k = 2 + (i - 2) * 5
+        redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4])
         redis.call('ZREM', KEYS[1], ARGV[i])
         removed = removed + 1
     end
@@ -273,6 +303,8 @@ class RedisStore(Store):
         self._find_turn = self.client.register_script(_FIND_TURN)
         self._renew = self.client.register_script(_RENEW)
         self._read = self.client.register_script(_READ)
+        self._journal_write = self.client.register_script(_JOURNAL_WRITE)
+        self._journal_read = self.client.register_script(_JOURNAL_READ)
         self._truncate = self.client.register_script(_TRUNCATE)
 
     @classmethod
@@ -295,6 +327,9 @@ class RedisStore(Store):
 
     def _turn_keys(self, session_id: str) -> str:
         return f"{self.prefix}{{{session_id}}}:turn-keys"
+
+    def _journal(self, session_id: str) -> str:
+        return f"{self.prefix}{{{session_id}}}:journal"
 
     def _ttl_ms(self) -> int:
         return 0 if self.ttl is None else max(1, int(self.ttl * 1000))
@@ -473,7 +508,13 @@ class RedisStore(Store):
         meta, messages = self._keys(session_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.exists(meta)
-        pipe.delete(meta, messages, self._lease_key(session_id), self._turn_keys(session_id))
+        pipe.delete(
+            meta,
+            messages,
+            self._lease_key(session_id),
+            self._turn_keys(session_id),
+            self._journal(session_id),
+        )
         pipe.zrem(self._index, session_id)
         existed, _, _ = await self._call(pipe.execute())
         return bool(existed)
@@ -485,6 +526,7 @@ class RedisStore(Store):
             self._index,
             self._turn_keys(session_id),
             self._turn_keys(new_session_id),
+            self._journal(session_id),
         ]
         args: list[Arg] = [session_id, new_session_id]
         # the two conversations live in different slots: one node only (see module docstring)
@@ -529,6 +571,7 @@ class RedisStore(Store):
                     *self._keys(session_id),
                     self._lease_key(session_id),
                     self._turn_keys(session_id),
+                    self._journal(session_id),
                 ]
             args: list[Arg] = [cutoff, *batch]
             removed += int(await self._call(self._gc(keys=keys, args=args)))
@@ -556,6 +599,22 @@ class RedisStore(Store):
             return None
         digest, bodies = found
         return StoredTurn(self.codec.load_messages(bodies, session_id), _decode(digest))
+
+    async def journal_write(
+        self, session_id: str, turn_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        bodies = [self.codec.dump_event(event) for event in events]
+        args: list[Arg] = [turn_id, first_seq, int(JOURNAL_TTL * 1000), *bodies]
+        await self._call(self._journal_write(keys=[self._journal(session_id)], args=args))
+
+    async def journal_read(self, session_id: str, after: int = -1) -> JournalPage | None:
+        keys = [self._journal(session_id), self._lease_key(session_id)]
+        found = await self._call(self._journal_read(keys=keys, args=[after]))
+        if not found:
+            return None
+        turn_id, bodies, writing = found
+        events = [self.codec.load_event(body, session_id) for body in bodies]
+        return JournalPage(_decode(turn_id), events, bool(writing))
 
     async def ping(self) -> None:
         await self._call(self.client.ping())

@@ -28,9 +28,11 @@ from ..errors import (
 )
 from ..messages import Message
 from .base import (
+    JOURNAL_TTL,
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    JournalPage,
     MessagePage,
     SessionInfo,
     Store,
@@ -160,6 +162,16 @@ class SQLStore(Store):
             sa.Column("message_count", sa.BigInteger, nullable=False),
             sa.Column("digest", sa.String(64), nullable=False),
             sa.Column("created_at", sa.Float(53), nullable=False),
+            **mysql_options,
+        )
+        self.journal = sa.Table(
+            f"{table_prefix}journal",
+            metadata,
+            sa.Column("session_id", key, primary_key=True),
+            sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("turn_id", sa.String(64), nullable=False),
+            sa.Column("body", text, nullable=False),
+            sa.Column("written_at", sa.Float(53), nullable=False),
             **mysql_options,
         )
         self.schema = sa.Table(
@@ -560,7 +572,7 @@ class SQLStore(Store):
             gone = conn.execute(
                 sa.delete(self.conversations).where(self.conversations.c.session_id == session_id)
             ).rowcount
-            for table in (self.messages, self.leases, self.turn_keys):
+            for table in (self.messages, self.leases, self.turn_keys, self.journal):
                 conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             return bool(gone)
 
@@ -585,6 +597,7 @@ class SQLStore(Store):
                     .where(table.c.session_id == session_id)
                     .values(session_id=new_session_id)
                 )
+            conn.execute(sa.delete(self.journal).where(self.journal.c.session_id == session_id))
 
         await self._run(write)
 
@@ -623,7 +636,7 @@ class SQLStore(Store):
                 .all()
             )
             if stale:
-                for table in (self.messages, self.turn_keys):
+                for table in (self.messages, self.turn_keys, self.journal):
                     conn.execute(sa.delete(table).where(table.c.session_id.in_(stale)))
                 conn.execute(sa.delete(self.conversations).where(c.session_id.in_(stale)))
             return len(stale)
@@ -634,9 +647,20 @@ class SQLStore(Store):
             if done < batch:
                 break
         now = time.time()
-        await self._run(
-            lambda conn: conn.execute(sa.delete(self.leases).where(self.leases.c.expires_at < now))
+        j = self.journal.c
+        old_journals = (
+            sa.select(j.session_id)
+            .group_by(j.session_id)
+            .having(sa.func.max(j.written_at) < now - JOURNAL_TTL)
         )
+
+        def sweep(conn: Connection) -> None:
+            conn.execute(sa.delete(self.leases).where(self.leases.c.expires_at < now))
+            stale_journals = conn.execute(old_journals).scalars().all()
+            if stale_journals:
+                conn.execute(sa.delete(self.journal).where(j.session_id.in_(stale_journals)))
+
+        await self._run(sweep)
         return removed
 
     def _acquire_in(self, conn: Connection, session_id: str, token: str, ttl: float) -> bool:
@@ -688,6 +712,64 @@ class SQLStore(Store):
             return self._acquire_in(conn, session_id, token, ttl)
 
         return await self._run(write)
+
+    async def journal_write(
+        self, session_id: str, turn_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        bodies = [self.codec.dump_event(event) for event in events]
+        j = self.journal.c
+
+        def write(conn: Connection) -> None:
+            mine = j.session_id == session_id
+            if first_seq == 0:
+                conn.execute(sa.delete(self.journal).where(mine))
+            elif (
+                conn.execute(
+                    sa.select(j.turn_id).where(mine, j.seq == 0).with_for_update()
+                ).scalar()
+                != turn_id
+            ):
+                return  # a newer turn has replaced this one's journal
+            else:
+                last = first_seq + len(bodies)
+                conn.execute(sa.delete(self.journal).where(mine, j.seq >= first_seq, j.seq < last))
+            now = time.time()
+            conn.execute(
+                sa.insert(self.journal),
+                [
+                    {"session_id": session_id, "seq": first_seq + i, "turn_id": turn_id,
+                     "body": body, "written_at": now}
+                    for i, body in enumerate(bodies)
+                ],
+            )  # fmt: skip
+
+        if bodies:
+            await self._run(write)
+
+    async def journal_read(self, session_id: str, after: int = -1) -> JournalPage | None:
+        j, lease = self.journal.c, self.leases.c
+
+        def read(conn: Connection) -> tuple[str, Sequence[Any], bool] | None:
+            mine = j.session_id == session_id
+            head = conn.execute(
+                sa.select(sa.func.min(j.turn_id), sa.func.max(j.written_at)).where(mine)
+            ).first()
+            if head is None or head[0] is None or head[1] < time.time() - JOURNAL_TTL:
+                return None
+            rows = conn.execute(sa.select(j.body).where(mine, j.seq > after).order_by(j.seq)).all()
+            writing = conn.execute(
+                sa.select(lease.token).where(
+                    lease.session_id == session_id, lease.expires_at > time.time()
+                )
+            ).first()
+            return str(head[0]), rows, writing is not None
+
+        found = await self._run(read, snapshot=True)
+        if found is None:
+            return None
+        turn_id, rows, writing = found
+        events = [self.codec.load_event(body, session_id) for (body,) in rows]
+        return JournalPage(turn_id, events, writing)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())

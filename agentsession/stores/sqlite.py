@@ -28,9 +28,11 @@ from ..errors import (
 )
 from ..messages import Message
 from .base import (
+    JOURNAL_TTL,
     TURN_KEY_TTL,
     TURN_KEYS_KEPT,
     Conversation,
+    JournalPage,
     MessagePage,
     SessionInfo,
     Store,
@@ -77,6 +79,14 @@ CREATE TABLE IF NOT EXISTS agentsession_turn_keys (
     digest TEXT NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (session_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agentsession_journal (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    turn_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    written_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
 """
 
@@ -553,7 +563,7 @@ class SQLiteStore(Store):
             gone = conn.execute(
                 "DELETE FROM agentsession_conversations WHERE session_id = ?", (session_id,)
             ).rowcount
-            for table in ("messages", "leases", "turn_keys"):
+            for table in ("messages", "leases", "turn_keys", "journal"):
                 conn.execute(
                     f"DELETE FROM agentsession_{table} WHERE session_id = ?", (session_id,)
                 )
@@ -583,6 +593,7 @@ class SQLiteStore(Store):
                     f"UPDATE agentsession_{table} SET session_id = ? WHERE session_id = ?",
                     (new_session_id, session_id),
                 )
+            conn.execute("DELETE FROM agentsession_journal WHERE session_id = ?", (session_id,))
             conn.commit()
 
         await self._run(write)
@@ -607,12 +618,17 @@ class SQLiteStore(Store):
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
-            for table in ("messages", "turn_keys"):
+            for table in ("messages", "turn_keys", "journal"):
                 conn.execute(
                     f"DELETE FROM agentsession_{table} WHERE session_id IN (SELECT session_id"
                     " FROM agentsession_conversations WHERE updated_at < ?)",
                     (cutoff,),
                 )
+            conn.execute(
+                "DELETE FROM agentsession_journal WHERE session_id IN (SELECT session_id FROM"
+                " agentsession_journal GROUP BY session_id HAVING MAX(written_at) < ?)",
+                (time.time() - JOURNAL_TTL,),
+            )
             gone = conn.execute(
                 "DELETE FROM agentsession_conversations WHERE updated_at < ?", (cutoff,)
             ).rowcount
@@ -692,6 +708,69 @@ class SQLiteStore(Store):
         except BaseException:  # e.g. CorruptRecord: the caller gets no token to release
             await self._release_quietly(session_id, token)
             raise
+
+    # -- the streamed turn's journal: transient, so on the lease connection (no fsync) ----
+
+    async def journal_write(
+        self, session_id: str, turn_id: str, first_seq: int, events: Sequence[Mapping[str, Any]]
+    ) -> None:
+        bodies = [self.codec.dump_event(event) for event in events]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            if first_seq == 0:
+                conn.execute("DELETE FROM agentsession_journal WHERE session_id = ?", (session_id,))
+            elif conn.execute(
+                "SELECT turn_id FROM agentsession_journal WHERE session_id = ? AND seq = 0",
+                (session_id,),
+            ).fetchone() != (turn_id,):
+                conn.rollback()  # a newer turn has replaced this one's journal
+                return
+            now = time.time()
+            conn.executemany(
+                "INSERT OR REPLACE INTO agentsession_journal VALUES (?, ?, ?, ?, ?)",
+                [(session_id, first_seq + i, turn_id, b, now) for i, b in enumerate(bodies)],
+            )
+            conn.commit()
+
+        await self._run(write, lease=True)
+
+    async def journal_read(self, session_id: str, after: int = -1) -> JournalPage | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, list[Any], bool] | None:
+            conn.execute("BEGIN")
+            try:
+                head = conn.execute(
+                    "SELECT MIN(turn_id), MAX(written_at) FROM agentsession_journal"
+                    " WHERE session_id = ? AND seq = 0",
+                    (session_id,),
+                ).fetchone()
+                if head is None or head[0] is None:
+                    return None
+                latest = conn.execute(
+                    "SELECT MAX(written_at) FROM agentsession_journal WHERE session_id = ?",
+                    (session_id,),
+                ).fetchone()[0]
+                if latest < time.time() - JOURNAL_TTL:
+                    return None
+                rows = conn.execute(
+                    "SELECT body FROM agentsession_journal WHERE session_id = ? AND seq > ?"
+                    " ORDER BY seq",
+                    (session_id, after),
+                ).fetchall()
+                writing = conn.execute(
+                    "SELECT 1 FROM agentsession_leases WHERE session_id = ? AND expires_at > ?",
+                    (session_id, time.time()),
+                ).fetchone()
+                return head[0], rows, writing is not None
+            finally:
+                conn.commit()
+
+        found = await self._run(read, lease=True)
+        if found is None:
+            return None
+        turn_id, rows, writing = found
+        events = [self.codec.load_event(body, session_id) for (body,) in rows]
+        return JournalPage(turn_id, events, writing)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -389,7 +389,8 @@ def test_the_offline_client_takes_any_create_keyword_and_streams() -> None:
     async def stream() -> list[Any]:
         return [chunk async for chunk in client.create_stream(messages)]
 
-    chunks = run(stream())
-    assert chunks[0] == result.content and chunks[-1].content == result.content
+    *text, final = run(stream())
+    assert text == ["I have seen ", "1 user message. ", "You said: 'hi'"]  # 3 words a chunk
+    assert "".join(text) == result.content and final.content == result.content
     assert client.model_info["function_calling"] is True
     assert client.total_usage().prompt_tokens > 0

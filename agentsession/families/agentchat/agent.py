@@ -10,7 +10,7 @@ from packaging.version import Version
 
 from ...errors import FamilyError
 from ...messages import Message
-from ...turns import Emit, MessageEvent, Turn, Usage, ignore
+from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._gates import AGENTCHAT_PUBLIC_MODEL_CONTEXT, at_least
 from ..base import Driver
 from .conversion import NativeMessage, to_canonical, to_native
@@ -53,6 +53,7 @@ class AgentChatDriver(Driver):
         return (self.agent, self.model_context)
 
     async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+        from autogen_agentchat.base import Response
         from autogen_agentchat.messages import TextMessage
         from autogen_core import CancellationToken
         from autogen_core.models import AssistantMessage
@@ -62,10 +63,35 @@ class AgentChatDriver(Driver):
         before = _message_list(context)
         start = len(before) if before is not None else len(await self._state_messages())
         anchor = before[-1] if before else None
+        emitted: list[Message] = []
+        seen = start
 
-        response = await self.agent.on_messages(
+        def report() -> None:
+            # each message the context gained is emitted once it is there: the turn's tail is
+            # converted whole (a tool result is named after its call), the new ones emitted
+            nonlocal seen
+            now = _message_list(context)
+            if now is None or len(now) == seen:
+                return
+            seen = len(now)
+            tail = to_canonical(message.model_dump(mode="json") for message in now[start:])
+            for message in tail[len(emitted) :]:
+                emitted.append(message)
+                emit(MessageEvent(message))
+
+        response: Any = None
+        stream = self.agent.on_messages_stream(
             [TextMessage(content=text, source=sender)], CancellationToken()
         )
+        async for item in stream:
+            if isinstance(item, Response):
+                response = item
+            elif type(item).__name__ == "ModelClientStreamingChunkEvent":
+                report()  # the messages before the one being written come first
+                emit(TextDelta(str(getattr(item, "content", "")), self.agent.name))
+            report()
+        if response is None:
+            raise FamilyError(f"agent {self.agent.name!r} ended its turn without a response")
 
         added = await self._added_since(context, start, anchor)
         reply = getattr(response.chat_message, "content", None)
@@ -76,8 +102,13 @@ class AgentChatDriver(Driver):
             summary = AssistantMessage(content=reply, source=self.agent.name)
             await context.add_message(summary)
             added.append(summary.model_dump(mode="json"))
-        messages = to_canonical(added)
-        for message in messages:
+        converted = to_canonical(added)
+        if [_shape(m) for m in converted[: len(emitted)]] != [_shape(m) for m in emitted]:
+            logger.warning(
+                "agent %r: the streamed messages differ from the turn's", self.agent.name
+            )
+        messages = [*emitted, *converted[len(emitted) :]]  # the very messages streamed
+        for message in converted[len(emitted) :]:
             emit(MessageEvent(message))
         return Turn(tuple(messages), usage=_usage(response))
 
@@ -153,6 +184,10 @@ def _ends_with_assistant_text(native: Sequence[NativeMessage]) -> bool:
         and native[-1].get("type") == "AssistantMessage"
         and isinstance(native[-1].get("content"), str)
     )
+
+
+def _shape(message: Message) -> tuple[Any, ...]:
+    return (message.role, message.content, message.name, message.tool_calls, message.tool_call_id)
 
 
 def _usage(response: Any) -> Usage | None:
