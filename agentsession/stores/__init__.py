@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import Conversation, RecordCodec, SessionInfo, Store
+from .base import Conversation, RecordCodec, SessionInfo, Store, redact_url
 
 # scheme -> "module:Class"; imported lazily so each backend's extra stays optional
 _REGISTRY: dict[str, str] = {
@@ -33,7 +33,9 @@ def store_class(url: str) -> type[Store]:
     target = _REGISTRY.get(scheme)
     if target is None:
         known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
-        raise ConfigurationError(f"no store for URL scheme {scheme!r} in {url!r}; known: {known}")
+        raise ConfigurationError(
+            f"no store for URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
+        )
     module_name, _, class_name = target.partition(":")
     cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -44,4 +46,12 @@ def open_store(url: str, **options: Any) -> Store:
     return store_class(url).from_url(url, **options)
 
 
-__all__ = ["Conversation", "RecordCodec", "SessionInfo", "Store", "open_store", "register_store"]
+__all__ = [
+    "Conversation",
+    "RecordCodec",
+    "SessionInfo",
+    "Store",
+    "open_store",
+    "redact_url",
+    "register_store",
+]

@@ -16,7 +16,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
     ConflictError,
@@ -25,7 +24,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store, take_url_options
+from .base import Conversation, SessionInfo, Store, redact_url, take_url_options
 
 try:
     import redis.asyncio as aioredis
@@ -160,7 +159,7 @@ class RedisStore(Store):
     ) -> None:
         super().__init__(**options)
         self.prefix = prefix
-        self._display = _without_password(url)
+        self._display = redact_url(url)
         self.client = aioredis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -418,13 +417,3 @@ def _glob_escape(text: str) -> str:
 
 def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else ""
-        )
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts._replace(query=""))

@@ -26,7 +26,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store, take_url_options
+from .base import Conversation, SessionInfo, Store, redact_url, take_url_options
 
 try:
     import sqlalchemy as sa
@@ -93,7 +93,7 @@ class SQLStore(Store):
     ) -> None:
         super().__init__(**options)
         self.table_prefix = table_prefix
-        self._display = _without_password(url)
+        self._display = redact_url(url)
         connect_args = {"connect_timeout": int(max(1, connect_timeout))}
         self.engine = sa.create_engine(
             url,
@@ -626,7 +626,3 @@ def _is_deadlock(exc: sa_exc.DBAPIError) -> bool:
         return True
     args: Any = getattr(orig, "args", ())
     return bool(args) and args[0] in (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
-
-
-def _without_password(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
