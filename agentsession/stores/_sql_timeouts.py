@@ -18,6 +18,9 @@ from typing import Any
 
 # how often the watchdog looks at the calls in flight (a call overruns by at most this much)
 _TICK = 0.1
+# idle this long, the watchdog sleeps until the next call wakes it (a wake-up per call while
+# busy would cost each call more than the watch itself)
+_NAP_AFTER = 10.0
 # the client waits this much longer than the server-side limits, so that a live but slow
 # server cancels the statement itself (a clean error, and the connection is kept)
 GRACE = 1.0
@@ -74,8 +77,8 @@ class Watch:
 class Watchdog:
     """Shuts down the socket of a call still running past its deadline.
 
-    One thread per process, started on first use (and again in a forked child), asleep while no
-    call is in flight. A call's socket is duplicated when it is watched, so the watchdog can
+    One thread per process, started on first use (and again in a forked child), looking at the
+    calls in flight every ``_TICK``, asleep after ``_NAP_AFTER`` without one. A call's socket is duplicated when it is watched, so the watchdog can
     only ever shut down that call's connection, even if the driver closed the original file
     descriptor meanwhile and the number was reused.
     """
@@ -86,23 +89,24 @@ class Watchdog:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._calls: set[Watch] = set()
         self._thread: threading.Thread | None = None
+        self._asleep = False
 
     def watch(self, fd: int, seconds: float) -> Watch:
         if self._pid != os.getpid():  # forked: the parent's thread and lock are not ours
             self._reset()
         watch = Watch(os.dup(fd), time.monotonic() + seconds)
         with self._lock:
-            idle = not self._calls
             self._calls.add(watch)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="agentsession-sql-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif idle:
+            elif self._asleep:
+                self._asleep = False
                 self._lock.notify()
         return watch
 
@@ -113,15 +117,20 @@ class Watchdog:
 
     def _run(self) -> None:
         lock = self._lock
+        busy = time.monotonic()
         with lock:
             while True:
-                if not self._calls:
-                    lock.wait()
-                    continue
                 now = time.monotonic()
-                for watch in [w for w in self._calls if not w.fired and w.deadline <= now]:
-                    watch.fired = True
-                    _shut_down(watch.fd)
+                if self._calls:
+                    busy = now
+                    for watch in [w for w in self._calls if not w.fired and w.deadline <= now]:
+                        watch.fired = True
+                        _shut_down(watch.fd)
+                elif now - busy > _NAP_AFTER:
+                    self._asleep = True
+                    while self._asleep:
+                        lock.wait()
+                    continue
                 lock.wait(_TICK)
 
 
