@@ -91,36 +91,61 @@ class SQLStore(Store):
 
     def __init__(
         self,
-        url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        url: str | None = None,
         *,
         table_prefix: str = "agentsession_",
         pool_size: int = 5,
         connect_timeout: float = 5.0,
         timeout: float = DEFAULT_TIMEOUT,
+        engine: sa.Engine | None = None,
         **options: Any,
     ) -> None:
+        """``url`` (a SQLAlchemy URL, default the local test database), or ``engine``: a
+        SQLAlchemy ``Engine`` the application already has. The store uses that engine's pool and
+        connect arguments as they are and leaves it alone on ``close()``; ``timeout`` still bounds
+        each PostgreSQL call, but PyMySQL's socket timeouts are the engine's own to set."""
         super().__init__(**options)
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}")
         self.table_prefix = table_prefix
         self.timeout = timeout
-        self._display = redact_url(url)
-        parsed = sa.engine.make_url(url)
-        dialect = (
-            "postgresql" if parsed.get_backend_name() in ("postgresql", "postgres") else "mysql"
-        )
-        self.engine = sa.create_engine(
-            url,
-            pool_size=pool_size,
-            pool_timeout=timeout,  # every pooled connection busy: wait no longer than a call
-            # no pre-ping round trip per checkout: a dead connection is retried once instead
-            pool_pre_ping=False,
-            # every use is inside engine.begin(), which commits or rolls back: a reset on
-            # return to the pool would only add a ROLLBACK round trip to each call
-            pool_reset_on_return=None,
-            pool_recycle=1800,
-            connect_args=connect_args(dialect, dict(parsed.query), timeout, connect_timeout),
-        )
+        self._owns_engine = engine is None
+        if engine is not None:
+            if url is not None:
+                raise ConfigurationError("give SQLStore a url or an engine, not both")
+            if not isinstance(engine, sa.Engine):
+                raise ConfigurationError(
+                    f"SQLStore(engine=...) needs a sqlalchemy.Engine (create_engine), not "
+                    f"{type(engine).__name__}: agentsession runs the sync engine in worker threads"
+                )
+            if engine.dialect.name not in ("postgresql", *_MYSQL):
+                raise ConfigurationError(
+                    f"SQLStore supports PostgreSQL and MySQL/MariaDB, not {engine.dialect.name}"
+                )
+            self._display = redact_url(engine.url.render_as_string(hide_password=False))
+            self.engine = engine
+        else:
+            url = url or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+            self._display = redact_url(url)
+            parsed = sa.engine.make_url(url)
+            postgres = parsed.get_backend_name() in ("postgresql", "postgres")
+            self.engine = sa.create_engine(
+                url,
+                pool_size=pool_size,
+                pool_timeout=timeout,  # every pooled connection busy: wait no longer than a call
+                # no pre-ping round trip per checkout: a dead connection is retried once instead
+                pool_pre_ping=False,
+                # every use is inside engine.begin(), which commits or rolls back: a reset on
+                # return to the pool would only add a ROLLBACK round trip to each call
+                pool_reset_on_return=None,
+                pool_recycle=1800,
+                connect_args=connect_args(
+                    "postgresql" if postgres else "mysql",
+                    dict(parsed.query),
+                    timeout,
+                    connect_timeout,
+                ),
+            )
         self.dialect = self.engine.dialect.name
         sa.event.listen(self.engine, "before_cursor_execute", _note_write)
         metadata = sa.MetaData()
@@ -607,7 +632,10 @@ class SQLStore(Store):
         self._ready = False
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.engine.dispose)
+        # an engine the application passed in stays open (its _note_write listener only sets
+        # a thread-local flag, and another store may share the engine)
+        if self._owns_engine:
+            await asyncio.to_thread(self.engine.dispose)
 
 
 class _HotPath:
