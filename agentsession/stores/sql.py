@@ -716,7 +716,7 @@ _writes = threading.local()
 
 
 def _note_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-    if statement.lstrip()[:6].upper() != "SELECT":
+    if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
         _writes.sent = True
 
 
