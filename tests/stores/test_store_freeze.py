@@ -84,11 +84,24 @@ def server_pids(server: PrivateServer) -> list[int]:
 _frozen: dict[int, list[int]] = {}
 
 
+def _stopped(pid: int) -> bool:
+    """Is every thread of ``pid`` stopped? (SIGSTOP lands when each thread next runs.)"""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if Path(task, "stat").read_text().rsplit(")", 1)[1].split()[0] not in "tT":
+                return False
+    return True
+
+
 def freeze(server: PrivateServer) -> None:
     pids = server_pids(server)
+    _frozen[id(server)] = pids
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
-    _frozen[id(server)] = pids
+    deadline = time.monotonic() + 30
+    while not all(_stopped(pid) for pid in pids):
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.01)
 
 
 def thaw(server: PrivateServer) -> None:
