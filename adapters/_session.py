@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Mapping
-from types import MappingProxyType
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 from agentsession import _loop
-from agentsession.manager import AsyncSessionManager, new_session_id
+from agentsession.errors import OwnerMismatch, SessionNotFound
+from agentsession.manager import OWNER_KEY, AsyncSessionManager, new_session_id
 from agentsession.messages import Message
 from agentsession.stores import Conversation, SessionInfo
+from agentsession.turns import Turn, TurnEvent
 
 from ._tokens import Claim
 
@@ -24,8 +33,7 @@ logger = logging.getLogger("agentsession")
 
 T = TypeVar("T")
 
-OWNER_KEY = "agentsession.owner"
-"""The metadata key holding the user a conversation is bound to (see ``owner=``)."""
+__all__ = ["OWNER_KEY", "AsyncRequestSession", "RequestSession", "owner_allows"]
 
 
 def owner_allows(stored: object, current: str | None) -> bool:
@@ -48,11 +56,10 @@ class AsyncRequestSession:
     _adoptable = True  # false after the first resolution: a later one must not re-adopt
     _stored = False  # the store holds this conversation
     _changed = False  # adopted, written or rotated: the client should get the id
-    _stored_owner: object = None
     _owner_known = False
     _owner_value: str | None = None
+    _header_key_used = False
     _resolving: asyncio.Lock | None = None
-    _metadata: Mapping[str, Any] = MappingProxyType({})  # replaced, never changed in place
 
     def __init__(
         self,
@@ -133,53 +140,122 @@ class AsyncRequestSession:
                 logger.info("a session id bound to another user was refused; new id issued")
             else:
                 self._stored = self._changed = True
-                self._stored_owner = info.metadata.get(OWNER_KEY)
-                self._metadata = dict(info.metadata)
                 return claimed, messages
         return new_session_id(), ([] if read_messages else None)
 
-    async def _for_writing(self) -> str:
+    def _start_fresh(self) -> str:
+        self._id, self._stored = new_session_id(), False
+        return self._id
+
+    async def _write(self, write: Callable[[str, bool], Awaitable[T]]) -> T:
+        """Run ``write(session_id, create)`` on the conversation and mark it used.
+
+        An adopted id is written with ``create=False``, and the engine checks its owner under
+        the turn lease: if the conversation was deleted or rotated, or bound to another user,
+        since this request adopted it, the write goes to a fresh conversation instead. An
+        adopted id never comes back, and no user writes into another's conversation.
+        """
         session_id = await self.session_id()
-        owner = self.current_owner()
-        if owner is not None and self._stored_owner != owner:
-            # a new conversation, or an anonymous one claimed at login: bind it to its user
-            metadata = {**self._metadata, OWNER_KEY: owner}
-            await self.engine.set_metadata(session_id, metadata)
-            self._stored_owner, self._metadata = owner, metadata
-            self._stored = self._changed = True
-        return session_id
-
-    async def send(self, text: str, *, sender: str | None = None) -> str:
-        reply = await self.engine.send(await self._for_writing(), text, sender=sender)
+        try:
+            result = await write(session_id, not self._stored)
+        except (OwnerMismatch, SessionNotFound):
+            if not self._stored:
+                raise
+            logger.info(
+                "an adopted conversation was deleted, moved or bound to another user meanwhile; "
+                "a new one is started"
+            )
+            result = await write(self._start_fresh(), True)
         self._stored = self._changed = True
-        return reply
+        return result
 
-    async def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
-        added = await self.engine.run_turn(await self._for_writing(), text, sender=sender)
-        self._stored = self._changed = True
-        return added
+    def _key(self, idempotency_key: str | None) -> str | None:
+        """The turn's idempotency key: the argument, else the request's header (first turn only)."""
+        if idempotency_key is not None:
+            return idempotency_key
+        if self._header_key_used:
+            return None
+        self._header_key_used = True
+        return self.claim.idempotency_key
 
-    async def history(self) -> list[Message]:
+    async def send(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> str:
+        turn = await self.run_turn(text, sender=sender, idempotency_key=idempotency_key)
+        return turn.reply
+
+    async def run_turn(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Turn:
+        owner, key = self.current_owner(), self._key(idempotency_key)
+        return await self._write(
+            lambda session_id, create: self.engine.run_turn(
+                session_id, text, sender=sender, idempotency_key=key, owner=owner, create=create
+            )
+        )
+
+    async def stream(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        """The turn's events as they happen (see ``AsyncSessionManager.stream``)."""
+        owner, key = self.current_owner(), self._key(idempotency_key)
+        events: AsyncIterator[TurnEvent] | None = None
+
+        async def first(session_id: str, create: bool) -> TurnEvent:
+            nonlocal events
+            events = self.engine.stream(
+                session_id, text, sender=sender, idempotency_key=key, owner=owner, create=create
+            )
+            return await events.__anext__()
+
+        event = await self._write(first)  # the first event: the turn has passed its checks
+        yield event
+        assert events is not None
+        async for event in events:
+            yield event
+
+    async def history(
+        self, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        """The messages, oldest first; a page with ``limit``/``before`` (see the engine)."""
+        paged = limit is not None or before is not None
         if self._id is None:
-            messages = await self._resolve(read_messages=True)
+            messages = await self._resolve(read_messages=not paged)
             if messages is not None:
                 return messages
         assert self._id is not None
-        return await self.engine.history(self._id) if self._stored else []
+        if not self._stored:
+            return []
+        return await self.engine.history(self._id, limit=limit, before=before)
+
+    async def pop_turn(self) -> list[Message]:
+        """Undo the last turn (an "undo" or "regenerate" button); returns what was removed."""
+        session_id = await self.session_id()
+        if not self._stored:
+            return []
+        return await self.engine.pop_turn(session_id, owner=self.current_owner())
+
+    async def append(self, messages: Sequence[Message]) -> None:
+        """Record messages without running the agent (e.g. a human operator's reply)."""
+        owner = self.current_owner()
+        await self._write(
+            lambda session_id, create: self.engine.append(
+                session_id, messages, owner=owner, create=create
+            )
+        )
 
     async def metadata(self) -> dict[str, Any]:
         session_id = await self.session_id()
         return await self.engine.metadata(session_id) if self._stored else {}
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
-        session_id = await self.session_id()
+        """Replace the metadata; the owner key stays the conversation's own."""
         owner = self.current_owner()
-        merged = {k: v for k, v in metadata.items() if k != OWNER_KEY}
-        if owner is not None:
-            merged[OWNER_KEY] = owner
-        await self.engine.set_metadata(session_id, merged)
-        self._stored_owner, self._metadata = owner, merged
-        self._stored = self._changed = True
+        await self._write(
+            lambda session_id, create: self.engine.set_metadata(
+                session_id, metadata, owner=owner, create=create
+            )
+        )
 
     async def exists(self) -> bool:
         await self.session_id()
@@ -188,21 +264,26 @@ class AsyncRequestSession:
     async def reset(self) -> None:
         session_id = await self.session_id()
         if self._stored:
-            await self.engine.reset(session_id)
+            await self.engine.reset(session_id, owner=self.current_owner())
 
     async def delete(self) -> bool:
         """Delete the conversation; a later use in this request starts a new one, new id."""
         session_id = await self.session_id()
-        deleted = await self.engine.delete(session_id) if self._stored else False
+        stored, owner = self._stored, self.current_owner()
+        deleted = await self.engine.delete(session_id, owner=owner) if stored else False
         self._id, self._stored, self._changed = None, False, False
-        self._stored_owner, self._metadata = None, MappingProxyType({})
         self.deleted = True
         return deleted
 
     async def rotate(self) -> str:
-        """Move the conversation to a new id (call it at login) and return the new id."""
+        """Move the conversation to a new id and return it. Call it at login: the conversation
+        is bound to the user who logs in (with ``owner=``), and the old id, which a token copied
+        before login may carry, is unknown from then on."""
         session_id = await self.session_id()
-        self._id = await self.engine.rotate(session_id) if self._stored else new_session_id()
+        if self._stored:
+            self._id = await self.engine.rotate(session_id, owner=self.current_owner())
+        else:
+            self._id = new_session_id()
         return self._id
 
 
@@ -226,14 +307,42 @@ class RequestSession:
     def session_id(self) -> str:
         return self._run(self.async_session.session_id)
 
-    def send(self, text: str, *, sender: str | None = None) -> str:
-        return self._run(lambda: self.async_session.send(text, sender=sender))
+    @property
+    def id(self) -> str:
+        """The conversation's id (adopted or issued on first use, like ``session_id()``)."""
+        return self.session_id()
 
-    def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
-        return self._run(lambda: self.async_session.run_turn(text, sender=sender))
+    def send(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> str:
+        return self._run(
+            lambda: self.async_session.send(text, sender=sender, idempotency_key=idempotency_key)
+        )
 
-    def history(self) -> list[Message]:
-        return self._run(self.async_session.history)
+    def run_turn(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Turn:
+        return self._run(
+            lambda: self.async_session.run_turn(
+                text, sender=sender, idempotency_key=idempotency_key
+            )
+        )
+
+    def stream(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Iterator[TurnEvent]:
+        self.async_session.current_owner()
+        events = self.async_session.stream(text, sender=sender, idempotency_key=idempotency_key)
+        return _loop.iterate(events)
+
+    def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
+        return self._run(lambda: self.async_session.history(limit=limit, before=before))
+
+    def pop_turn(self) -> list[Message]:
+        return self._run(self.async_session.pop_turn)
+
+    def append(self, messages: Sequence[Message]) -> None:
+        self._run(lambda: self.async_session.append(messages))
 
     def metadata(self) -> dict[str, Any]:
         return self._run(self.async_session.metadata)

@@ -163,6 +163,8 @@ class Claim:
     token: str | None
     via_header: bool
     signer: TokenSigner | None = None
+    idempotency_key: str | None = None
+    """The request's ``Idempotency-Key`` header: the key of its first turn."""
 
     def verified_id(self) -> str | None:
         if self.token is None or self.signer is None:
@@ -182,12 +184,18 @@ class SessionIds:
         self.config = config
         self.signer = TokenSigner(secret_key, config.max_age)
 
-    def claim(self, header_value: str | None, cookie_header: str | None) -> Claim:
+    def claim(
+        self,
+        header_value: str | None,
+        cookie_header: str | None,
+        idempotency_key: str | None = None,
+    ) -> Claim:
         # the signature is checked on the session's first use: a request that never uses its
         # session pays for finding the token and nothing else
         if header_value is not None:
-            return Claim(header_value.strip(), True, self.signer)
-        return Claim(cookie_value(cookie_header, self.config.cookie_name), False, self.signer)
+            return Claim(header_value.strip(), True, self.signer, idempotency_key)
+        token = cookie_value(cookie_header, self.config.cookie_name)
+        return Claim(token, False, self.signer, idempotency_key)
 
     def response_headers(self, session: AsyncRequestSession, https: bool) -> list[tuple[str, str]]:
         """Headers that hand the client its id; none unless the session was used."""

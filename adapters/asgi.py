@@ -75,13 +75,16 @@ class AgentSessionMiddleware(Middleware[ASGIApp, AsyncSessionManager, Scope]):
 
     def _claim(self, headers: Iterable[tuple[bytes, bytes]]) -> Claim:
         header_token: str | None = None
+        idempotency_key: str | None = None
         cookies: list[str] = []
         for name, value in headers:
             if name == self._header:
                 header_token = value.decode("latin-1")
             elif name == b"cookie":
                 cookies.append(value.decode("latin-1"))  # HTTP/2 may split the Cookie header
-        return self.ids.claim(header_token, "; ".join(cookies) or None)
+            elif name == b"idempotency-key":
+                idempotency_key = value.decode("latin-1").strip() or None
+        return self.ids.claim(header_token, "; ".join(cookies) or None, idempotency_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -56,7 +56,8 @@ def request_session(
 
     def claim() -> Claim:  # read on the session's first use
         header = environ.get(environ_header(ids.config.header_name))
-        return ids.claim(header, environ.get("HTTP_COOKIE"))
+        key = environ.get("HTTP_IDEMPOTENCY_KEY", "").strip() or None
+        return ids.claim(header, environ.get("HTTP_COOKIE"), key)
 
     return RequestSession(AsyncRequestSession(manager.engine, claim, owner))
 

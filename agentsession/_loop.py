@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -64,3 +64,22 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def loop_pid() -> int | None:
     """The pid that started the current loop thread (None before first use)."""
     return _pid
+
+
+def iterate(events: AsyncIterator[T]) -> Iterator[T]:
+    """Iterate an async iterator of the bridge loop from sync code, one hop per item."""
+    try:
+        while True:
+            try:
+                item = run(_anext(events))
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            run(close())
+
+
+async def _anext(events: AsyncIterator[T]) -> T:
+    return await events.__anext__()

@@ -43,6 +43,24 @@ class ClobberedInstall(FamilyError):
     """Two distributions wrote into the same ``autogen`` package folder."""
 
 
+class SharedAgent(FamilyError):
+    """The factory returned an object that already belongs to another conversation.
+
+    One agent (or team, or model context) serving two conversations leaks one user's messages
+    into the other's replies: the factory must build a new one on every call.
+    """
+
+    def __init__(self, kind: str, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"the agent factory returned a {kind} that is already the live agent of another "
+            f"conversation ({session_id[:8]}…). One object serving two conversations leaks one "
+            "user's messages into the other's replies: build a new agent (and a new model "
+            "context, team or group chat) inside the factory on every call, not once at module "
+            "level."
+        )
+
+
 class StoreError(AgentSessionError):
     """A store failed."""
 
@@ -79,6 +97,13 @@ class ConflictError(StoreError):
     """Another writer changed the conversation since it was read; the turn was not recorded."""
 
 
+class LeaseLost(ConflictError):
+    """Another worker took over the conversation's turn lease; this turn was not recorded.
+
+    A turn renews its lease while it runs; this happens when it could not (the process was
+    frozen, or the store unreachable, for longer than ``lease_ttl``)."""
+
+
 class SessionBusy(AgentSessionError):
     """Another turn on the same conversation still holds its lock after the timeout."""
 
@@ -92,6 +117,18 @@ class SessionBusy(AgentSessionError):
 
 class InvalidInput(AgentSessionError, ValueError):
     """A session id or a message that no store can hold: refused before anything is written."""
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An idempotency key already recorded a turn with another message."""
+
+
+class OwnerMismatch(AgentSessionError):
+    """The conversation is bound to another user; nothing was read or written."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id[:8]}… belongs to another user")
 
 
 class LimitExceeded(AgentSessionError):

@@ -7,30 +7,47 @@ run on one long-lived loop thread (``agentsession._loop``), so no logic is writt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import random
 import secrets
+import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from . import _loop
 from ._cache import AgentCache, LiveAgent
+from ._claims import Claims
+from ._heartbeat import Heartbeat
 from .errors import (
     ConflictError,
     ConversationFull,
+    FamilyError,
+    IdempotencyKeyReused,
     InvalidInput,
+    LeaseLost,
     MessageTooLarge,
+    OwnerMismatch,
     SessionBusy,
     SessionNotFound,
 )
 from .families import Driver, driver_for
 from .messages import Message
-from .stores import Conversation, SessionInfo, Store, open_store
+from .stores import Conversation, SessionInfo, Store, TurnKey, open_store
+from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, ignore
 
 logger = logging.getLogger("agentsession")
 
@@ -42,6 +59,21 @@ EXPORT_FORMAT = "agentsession.conversation"
 EXPORT_VERSION = 1
 MAX_SESSION_ID_LENGTH = 128
 """Characters; at most 512 bytes of UTF-8, the width of the SQL stores' key column."""
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+OWNER_KEY = "agentsession.owner"
+"""The metadata key holding the user a conversation is bound to (see ``owner=``)."""
+
+
+class _AnyOwner:
+    def __repr__(self) -> str:
+        return "ANY_OWNER"
+
+
+ANY_OWNER: Final = _AnyOwner()
+"""``owner=`` default: the caller is trusted with any conversation (no owner check)."""
+
+Owner = str | None | _AnyOwner
+"""Who asks: a user id, ``None`` (an anonymous user) or ``ANY_OWNER`` (no check)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +128,30 @@ def _utf8(text: object, what: str) -> bytes:
         ) from None
 
 
+def check_owner(session_id: str, metadata: Mapping[str, Any], owner: Owner) -> None:
+    """``OwnerMismatch`` unless ``owner`` may use a conversation with this metadata: an unowned
+    conversation is anyone's, an owned one its owner's alone."""
+    stored = metadata.get(OWNER_KEY)
+    if stored is not None and not isinstance(owner, _AnyOwner) and stored != owner:
+        raise OwnerMismatch(session_id)
+
+
+def _digest(text: str, sender: str) -> str:
+    return hashlib.sha256(f"{sender}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _turn_key(key: str | None, text: str, sender: str) -> TurnKey | None:
+    if key is None:
+        return None
+    _utf8(key, "an idempotency key")
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters; "
+            f"this one has {len(key)}"
+        )
+    return TurnKey(key, _digest(text, sender))
+
+
 def _factory_takes_context(factory: AgentFactory) -> bool:
     try:
         signature = inspect.signature(factory)
@@ -127,8 +183,8 @@ class AsyncSessionManager:
         store: Store | str = DEFAULT_STORE_URL,
         *,
         cache_size: int = 256,
-        lock_timeout: float = 30.0,
-        lease_ttl: float = 120.0,
+        lock_timeout: float = 2.0,
+        lease_ttl: float = 6.0,
         max_message_bytes: int = 64 * 1024,
         max_messages: int | None = None,
         sender: str = "user",
@@ -143,6 +199,8 @@ class AsyncSessionManager:
         self._factory_takes_context = _factory_takes_context(factory)
         self._cache = AgentCache(cache_size)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._background: set[asyncio.Future[Turn]] = set()  # streamed turns nobody reads
+        self._claims = Claims()
 
     def session(self, session_id: str | None = None) -> AsyncSession:
         """The session ``session_id`` (created in the store on its first write), or a new one.
@@ -155,16 +213,92 @@ class AsyncSessionManager:
 
     # -- turns -----------------------------------------------------------------------
 
-    async def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
-        """Run one user turn and return the reply text."""
-        turn = await self.run_turn(session_id, text, sender=sender)
-        reply = turn[-1]
-        return reply.content if reply.content is not None else ""
+    async def send(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> str:
+        """Run one user turn and return the reply text (see ``run_turn`` for the options)."""
+        turn = await self._turn(session_id, text, sender, ignore, idempotency_key, owner, create)
+        return turn.reply
 
     async def run_turn(
-        self, session_id: str, text: str, *, sender: str | None = None
-    ) -> list[Message]:
-        """Run one user turn and return every message it added (the reply last)."""
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> Turn:
+        """Run one user turn and return the ``Turn``: every message it added, the reply last.
+
+        ``idempotency_key``: a retry with the same key returns the recorded turn (``replayed``)
+        instead of running the model again; the same key with another message raises
+        ``IdempotencyKeyReused``. ``owner``: the user asking (``None`` for an anonymous one);
+        an owned conversation refuses anyone else with ``OwnerMismatch``, an unowned one is
+        bound to the first user that writes to it. ``create=False``: ``SessionNotFound``
+        instead of creating a conversation that does not exist (a deleted or rotated id).
+        """
+        return await self._turn(session_id, text, sender, ignore, idempotency_key, owner, create)
+
+    async def stream(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> AsyncIterator[TurnEvent]:
+        """Run one user turn, yielding its events as they happen and ``TurnEnd`` last.
+
+        The same turn as ``run_turn`` (same options, locks, leases, limits, one record at its
+        end). A consumer that stops early does not stop the turn: it completes and is stored.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[TextDelta | MessageEvent | None] = asyncio.Queue()
+        thread = threading.get_ident()
+
+        def emit(event: TextDelta | MessageEvent) -> None:
+            if threading.get_ident() == thread:
+                queue.put_nowait(event)
+            else:  # a driver's worker thread (the legacy family runs turns in one)
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        task = asyncio.ensure_future(
+            self._turn(session_id, text, sender, emit, idempotency_key, owner, create)
+        )
+        # the sentinel is queued after every event the turn emitted, thread-emitted ones too
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            yield TurnEnd(task.result())
+        finally:
+            if not task.done():
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                task.add_done_callback(_log_background_failure)
+
+    async def _turn(
+        self,
+        session_id: str,
+        text: str,
+        sender: str | None,
+        emit: Emit,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> Turn:
+        """The one turn mechanism behind ``send``, ``run_turn`` and ``stream``."""
         check_session_id(session_id)
         size = len(_utf8(text, "the message"))
         if size > self.max_message_bytes:
@@ -172,40 +306,75 @@ class AsyncSessionManager:
                 f"the message is {size} bytes; the limit is {self.max_message_bytes} "
                 "(max_message_bytes)"
             )
+        speaker = sender or self.sender
+        turn_key = _turn_key(idempotency_key, text, speaker)
         async with self._local_lock(session_id):
             token, info = await self._begin_turn(session_id)
             released = False
             try:
-                if info is None:
-                    await self.store.create(session_id, {})
-                    version, count, live = 0, 0, None
-                else:
+                if info is not None:
+                    check_owner(session_id, info.metadata, owner)
+                    if turn_key is not None:
+                        replay = await self._replay(session_id, turn_key)
+                        if replay is not None:
+                            return replay  # the finally gives the lease back
                     version, count = info.version, info.message_count
                     live = self._cache.take(session_id, version)
+                    metadata: Mapping[str, Any] = info.metadata
+                    if isinstance(owner, str) and metadata.get(OWNER_KEY) is None:
+                        # an anonymous conversation's first user: bound under the lease, so
+                        # no other user's turn can slip in between the check and the write
+                        metadata = {**metadata, OWNER_KEY: owner}
+                        version = await self.store.set_metadata(session_id, metadata)
+                elif not create:
+                    raise SessionNotFound(session_id)
+                else:
+                    metadata = {OWNER_KEY: owner} if isinstance(owner, str) else {}
+                    await self.store.create(session_id, metadata)
+                    version, count, live = 0, 0, None
                 if self.max_messages is not None and count + 2 > self.max_messages:
                     raise ConversationFull(
                         f"session {session_id!r} holds {count} messages; the limit is "
                         f"{self.max_messages} (max_messages). Reset it or start a new session."
                     )
-                if live is None:
-                    metadata = info.metadata if info else {}
-                    driver = await self._build(session_id, metadata, version)
-                else:
-                    driver = live.driver
-                added = await driver.run_turn(text, sender or self.sender)
+                driver = live.driver if live is not None else None
+                async with Heartbeat(self.store, session_id, token, self.lease_ttl) as heartbeat:
+                    if driver is None:
+                        driver = await self._build(session_id, metadata, version)
+                    turn = await driver.run_turn(text, speaker, emit)
+                if not turn.messages:
+                    raise FamilyError(f"the {type(driver).__name__} turn added no messages")
+                if heartbeat.lost:
+                    raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
                 released = True  # finish_turn releases the lease whatever happens
-                new_version = await self.store.finish_turn(session_id, added, version, token)
+                new_version = await self.store.finish_turn(
+                    session_id, turn.messages, version, token, turn_key=turn_key
+                )
             finally:
                 if not released:
                     await self.store.release(session_id, token)
-            await self._cache_put(session_id, LiveAgent(driver, new_version, count + len(added)))
-            return added
+            live = LiveAgent(driver, new_version, count + len(turn.messages))
+            await self._cache_put(session_id, live)
+            return turn
+
+    async def _replay(self, session_id: str, turn_key: TurnKey) -> Turn | None:
+        """The turn recorded under ``turn_key``, or None if there is none."""
+        stored = await self.store.find_turn(session_id, turn_key.key)
+        if stored is None:
+            return None
+        if stored.digest != turn_key.digest:
+            raise IdempotencyKeyReused(
+                f"idempotency key {turn_key.key!r} already recorded a turn with another "
+                "message; use a new key for a new message"
+            )
+        return Turn(tuple(stored.messages), replayed=True)
 
     async def _build(self, session_id: str, metadata: Mapping[str, Any], version: int) -> Driver:
         context = SessionContext(session_id, metadata)
         built = self.factory(context) if self._factory_takes_context else self.factory()
         agent = await built if inspect.isawaitable(built) else built
         driver = driver_for(agent)
+        self._claims.claim(session_id, tuple(driver.parts()))
         if version:
             conversation = await self.store.load(session_id)
             if conversation is None:
@@ -257,20 +426,99 @@ class AsyncSessionManager:
         return begun
 
     @asynccontextmanager
-    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Both locks, for operations other than turns (metadata, reset, delete, rotate)."""
+    async def _turn_lock(self, session_id: str) -> AsyncIterator[SessionInfo | None]:
+        """Both locks, for operations other than turns (metadata, reset, delete, rotate);
+        yields the conversation's summary as read under them."""
         async with self._local_lock(session_id):
-            token, _ = await self._begin_turn(session_id)
+            token, info = await self._begin_turn(session_id)
             try:
-                yield
+                yield info
             finally:
                 await self.store.release(session_id, token)
 
     # -- reading and housekeeping ----------------------------------------------------
 
-    async def history(self, session_id: str) -> list[Message]:
-        conversation = await self.load(session_id)
-        return [] if conversation is None else conversation.messages
+    async def history(
+        self, session_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        """The conversation's messages, oldest first; with ``limit``, a page of at most that
+        many ending just before message index ``before`` (default: the newest). One store read,
+        O(page): ``history(limit=20)`` is the last 20 messages, ``history(limit=20, before=n)``
+        the 20 before index ``n``."""
+        if limit is None and before is None:
+            conversation = await self.load(session_id)
+            return [] if conversation is None else conversation.messages
+        check_session_id(session_id)
+        if (limit is not None and limit < 0) or (before is not None and before < 0):
+            raise InvalidInput("limit and before count messages: they are zero or more")
+        if limit == 0:
+            return []
+        if before is None:
+            start, stop = (0 if limit is None else -limit), None
+        else:
+            start, stop = (0 if limit is None else max(0, before - limit)), before
+        page = await self.store.read_messages(session_id, start, stop)
+        return [] if page is None else page.messages
+
+    async def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
+        """Undo the last turn: remove the last user message and everything after it, and
+        return what was removed (empty if there is no user message)."""
+        check_session_id(session_id)
+        async with self._turn_lock(session_id) as info:
+            if info is None:
+                return []
+            check_owner(session_id, info.metadata, owner)
+            self._cache.discard(session_id)
+            stop: int | None = None
+            while True:  # pages back from the end until the turn's user message
+                page = await self.store.read_messages(
+                    session_id, -64 if stop is None else max(0, stop - 64), stop
+                )
+                if page is None:
+                    return []
+                for index in range(len(page.messages) - 1, -1, -1):
+                    if page.messages[index].role == "user":
+                        keep = page.start + index
+                        removed = await self.store.read_messages(session_id, keep, None)
+                        await self.store.truncate(session_id, keep, info.version)
+                        return [] if removed is None else removed.messages
+                if page.start == 0:
+                    return []
+                stop = page.start
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        """Record messages without running the agent (seeding a conversation, importing one,
+        a human taking over); the next turn's agent sees them."""
+        check_session_id(session_id)
+        if not messages:
+            return
+        for message in messages:
+            if message.content is not None:
+                _utf8(message.content, "a message's content")
+        async with self._turn_lock(session_id) as info:
+            if info is None:
+                if not create:
+                    raise SessionNotFound(session_id)
+                metadata = {OWNER_KEY: owner} if isinstance(owner, str) else {}
+                await self.store.create(session_id, metadata)
+                version, count = 0, 0
+            else:
+                check_owner(session_id, info.metadata, owner)
+                version, count = info.version, info.message_count
+            if self.max_messages is not None and count + len(messages) > self.max_messages:
+                raise ConversationFull(
+                    f"session {session_id!r} holds {count} messages; the limit is "
+                    f"{self.max_messages} (max_messages)"
+                )
+            self._cache.discard(session_id)
+            await self.store.append(session_id, messages, version)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         check_session_id(session_id)
@@ -286,11 +534,31 @@ class AsyncSessionManager:
         info = await self.store.info(session_id)
         return {} if info is None else dict(info.metadata)
 
-    async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> None:
-        """Replace the metadata (creating the conversation if needed)."""
+    async def set_metadata(
+        self,
+        session_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        """Replace the metadata (creating the conversation unless ``create=False``).
+
+        With an ``owner`` (see ``run_turn``) the owner key is the conversation's own: it
+        cannot be set or changed through the metadata, only bound.
+        """
         check_session_id(session_id)
-        async with self._turn_lock(session_id):
-            if await self.store.version(session_id) is None:
+        async with self._turn_lock(session_id) as info:
+            if info is not None:
+                check_owner(session_id, info.metadata, owner)
+            elif not create:
+                raise SessionNotFound(session_id)
+            if not isinstance(owner, _AnyOwner):
+                metadata = {k: v for k, v in metadata.items() if k != OWNER_KEY}
+                stored = None if info is None else info.metadata.get(OWNER_KEY)
+                if stored is not None or owner is not None:
+                    metadata[OWNER_KEY] = stored if stored is not None else owner
+            if info is None:
                 await self.store.create(session_id, metadata)
             else:
                 await self.store.set_metadata(session_id, metadata)
@@ -301,27 +569,37 @@ class AsyncSessionManager:
         check_session_id(session_id)
         return await self.store.version(session_id) is not None
 
-    async def reset(self, session_id: str) -> None:
+    async def reset(self, session_id: str, *, owner: Owner = ANY_OWNER) -> None:
         """Forget the messages, keep the id and the metadata."""
         check_session_id(session_id)
-        async with self._turn_lock(session_id):
+        async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
-            if await self.store.version(session_id) is not None:
+            if info is not None:
+                check_owner(session_id, info.metadata, owner)
                 await self.store.reset(session_id)
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, *, owner: Owner = ANY_OWNER) -> bool:
         check_session_id(session_id)
-        async with self._turn_lock(session_id):
+        async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
+            if info is not None:
+                check_owner(session_id, info.metadata, owner)
             return await self.store.delete(session_id)
 
-    async def rotate(self, session_id: str) -> str:
-        """Move the conversation to a fresh id (e.g. on login) and return that id."""
+    async def rotate(self, session_id: str, *, owner: Owner = ANY_OWNER) -> str:
+        """Move the conversation to a fresh id and return that id; call it at login.
+
+        With an ``owner`` (a user id) the conversation is also bound to that user, before it
+        moves: whoever held the old id (a token copied before login) is locked out.
+        """
         check_session_id(session_id)
         new_id = new_session_id()
-        async with self._turn_lock(session_id):
+        async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
-            if await self.store.version(session_id) is not None:
+            if info is not None:
+                check_owner(session_id, info.metadata, owner)
+                if isinstance(owner, str) and info.metadata.get(OWNER_KEY) is None:
+                    await self.store.set_metadata(session_id, {**info.metadata, OWNER_KEY: owner})
                 await self.store.rename(session_id, new_id)
         return new_id
 
@@ -381,6 +659,11 @@ def _log_close_failure(task: asyncio.Future[None]) -> None:
         logger.warning("closing an evicted agent failed: %r", task.exception())
 
 
+def _log_background_failure(task: asyncio.Future[Turn]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a streamed turn whose reader left failed: %r", task.exception())
+
+
 class AsyncSession:
     """One conversation, bound to its manager. Cheap to create; holds no state of its own."""
 
@@ -391,14 +674,35 @@ class AsyncSession:
     def __repr__(self) -> str:
         return f"<AsyncSession {self.id[:6]}…>"
 
-    async def send(self, text: str, *, sender: str | None = None) -> str:
-        return await self.manager.send(self.id, text, sender=sender)
+    async def send(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> str:
+        return await self.manager.send(
+            self.id, text, sender=sender, idempotency_key=idempotency_key
+        )
 
-    async def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
-        return await self.manager.run_turn(self.id, text, sender=sender)
+    async def run_turn(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Turn:
+        return await self.manager.run_turn(
+            self.id, text, sender=sender, idempotency_key=idempotency_key
+        )
 
-    async def history(self) -> list[Message]:
-        return await self.manager.history(self.id)
+    def stream(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
+
+    async def history(
+        self, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        return await self.manager.history(self.id, limit=limit, before=before)
+
+    async def pop_turn(self) -> list[Message]:
+        return await self.manager.pop_turn(self.id)
+
+    async def append(self, messages: Sequence[Message]) -> None:
+        await self.manager.append(self.id, messages)
 
     async def metadata(self) -> dict[str, Any]:
         return await self.manager.metadata(self.id)
@@ -415,9 +719,10 @@ class AsyncSession:
     async def delete(self) -> bool:
         return await self.manager.delete(self.id)
 
-    async def rotate(self) -> str:
-        """Give the conversation a new id (kept on this object) and return it."""
-        self.id = await self.manager.rotate(self.id)
+    async def rotate(self, *, owner: Owner = ANY_OWNER) -> str:
+        """Give the conversation a new id (kept on this object) and return it; with ``owner``
+        bind it to that user as well (see ``AsyncSessionManager.rotate``)."""
+        self.id = await self.manager.rotate(self.id, owner=owner)
         return self.id
 
 
@@ -429,9 +734,27 @@ class SessionManager:
     """
 
     def __init__(
-        self, factory: AgentFactory, store: Store | str = DEFAULT_STORE_URL, **options: Any
+        self,
+        factory: AgentFactory,
+        store: Store | str = DEFAULT_STORE_URL,
+        *,
+        cache_size: int = 256,
+        lock_timeout: float = 2.0,
+        lease_ttl: float = 6.0,
+        max_message_bytes: int = 64 * 1024,
+        max_messages: int | None = None,
+        sender: str = "user",
     ) -> None:
-        self.engine = AsyncSessionManager(factory, store, **options)
+        self.engine = AsyncSessionManager(
+            factory,
+            store,
+            cache_size=cache_size,
+            lock_timeout=lock_timeout,
+            lease_ttl=lease_ttl,
+            max_message_bytes=max_message_bytes,
+            max_messages=max_messages,
+            sender=sender,
+        )
 
     @property
     def store(self) -> Store:
@@ -443,14 +766,87 @@ class SessionManager:
     def session(self, session_id: str | None = None) -> Session:
         return Session(self, self.engine.session(session_id).id)
 
-    def send(self, session_id: str, text: str, *, sender: str | None = None) -> str:
-        return self._run(self.engine.send(session_id, text, sender=sender))
+    def send(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> str:
+        return self._run(
+            self.engine.send(
+                session_id,
+                text,
+                sender=sender,
+                idempotency_key=idempotency_key,
+                owner=owner,
+                create=create,
+            )
+        )
 
-    def run_turn(self, session_id: str, text: str, *, sender: str | None = None) -> list[Message]:
-        return self._run(self.engine.run_turn(session_id, text, sender=sender))
+    def run_turn(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> Turn:
+        return self._run(
+            self.engine.run_turn(
+                session_id,
+                text,
+                sender=sender,
+                idempotency_key=idempotency_key,
+                owner=owner,
+                create=create,
+            )
+        )
 
-    def history(self, session_id: str) -> list[Message]:
-        return self._run(self.engine.history(session_id))
+    def stream(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> Iterator[TurnEvent]:
+        """``AsyncSessionManager.stream`` as a plain iterator (each event comes over the loop
+        thread)."""
+        events = self.engine.stream(
+            session_id,
+            text,
+            sender=sender,
+            idempotency_key=idempotency_key,
+            owner=owner,
+            create=create,
+        )
+        return _loop.iterate(events)
+
+    def history(
+        self, session_id: str, *, limit: int | None = None, before: int | None = None
+    ) -> list[Message]:
+        return self._run(self.engine.history(session_id, limit=limit, before=before))
+
+    def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
+        return self._run(self.engine.pop_turn(session_id, owner=owner))
+
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        self._run(self.engine.append(session_id, messages, owner=owner, create=create))
 
     def load(self, session_id: str) -> Conversation | None:
         return self._run(self.engine.load(session_id))
@@ -461,20 +857,27 @@ class SessionManager:
     def metadata(self, session_id: str) -> dict[str, Any]:
         return self._run(self.engine.metadata(session_id))
 
-    def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> None:
-        self._run(self.engine.set_metadata(session_id, metadata))
+    def set_metadata(
+        self,
+        session_id: str,
+        metadata: Mapping[str, Any],
+        *,
+        owner: Owner = ANY_OWNER,
+        create: bool = True,
+    ) -> None:
+        self._run(self.engine.set_metadata(session_id, metadata, owner=owner, create=create))
 
     def exists(self, session_id: str) -> bool:
         return self._run(self.engine.exists(session_id))
 
-    def reset(self, session_id: str) -> None:
-        self._run(self.engine.reset(session_id))
+    def reset(self, session_id: str, *, owner: Owner = ANY_OWNER) -> None:
+        self._run(self.engine.reset(session_id, owner=owner))
 
-    def delete(self, session_id: str) -> bool:
-        return self._run(self.engine.delete(session_id))
+    def delete(self, session_id: str, *, owner: Owner = ANY_OWNER) -> bool:
+        return self._run(self.engine.delete(session_id, owner=owner))
 
-    def rotate(self, session_id: str) -> str:
-        return self._run(self.engine.rotate(session_id))
+    def rotate(self, session_id: str, *, owner: Owner = ANY_OWNER) -> str:
+        return self._run(self.engine.rotate(session_id, owner=owner))
 
     def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
         return self._run(self.engine.list(limit=limit, offset=offset))
@@ -511,14 +914,29 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.id[:6]}…>"
 
-    def send(self, text: str, *, sender: str | None = None) -> str:
-        return self.manager.send(self.id, text, sender=sender)
+    def send(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> str:
+        return self.manager.send(self.id, text, sender=sender, idempotency_key=idempotency_key)
 
-    def run_turn(self, text: str, *, sender: str | None = None) -> list[Message]:
-        return self.manager.run_turn(self.id, text, sender=sender)
+    def run_turn(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Turn:
+        return self.manager.run_turn(self.id, text, sender=sender, idempotency_key=idempotency_key)
 
-    def history(self) -> list[Message]:
-        return self.manager.history(self.id)
+    def stream(
+        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+    ) -> Iterator[TurnEvent]:
+        return self.manager.stream(self.id, text, sender=sender, idempotency_key=idempotency_key)
+
+    def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
+        return self.manager.history(self.id, limit=limit, before=before)
+
+    def pop_turn(self) -> list[Message]:
+        return self.manager.pop_turn(self.id)
+
+    def append(self, messages: Sequence[Message]) -> None:
+        self.manager.append(self.id, messages)
 
     def metadata(self) -> dict[str, Any]:
         return self.manager.metadata(self.id)
@@ -535,6 +953,6 @@ class Session:
     def delete(self) -> bool:
         return self.manager.delete(self.id)
 
-    def rotate(self) -> str:
-        self.id = self.manager.rotate(self.id)
+    def rotate(self, *, owner: Owner = ANY_OWNER) -> str:
+        self.id = self.manager.rotate(self.id, owner=owner)
         return self.id

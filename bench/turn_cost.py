@@ -22,6 +22,7 @@ import agentsession.manager as engine
 from agentsession import AsyncSessionManager, Message
 from agentsession.families import Driver, driver_for
 from agentsession.offline import offline_agent_factory
+from agentsession.turns import Emit, Turn, ignore
 
 from ._report import Table, ms, run
 
@@ -40,10 +41,10 @@ class TimedDriver(Driver):
         self.inner = inner
         self.agent = inner.agent
 
-    async def run_turn(self, text: str, sender: str = "user") -> list[Message]:
+    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
         start = time.perf_counter()
         try:
-            return await self.inner.run_turn(text, sender)
+            return await self.inner.run_turn(text, sender, emit)
         finally:
             TimedDriver.spent += time.perf_counter() - start
 

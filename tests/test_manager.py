@@ -87,7 +87,8 @@ def _assert_whole_turns(history: list[Any], turns: int) -> None:
 
 
 def test_concurrent_turns_from_threads_are_serialised(family: str, store_url: str) -> None:
-    with SessionManager(offline_agent_factory(family), store_url) as manager:
+    # waiting turns queue (for up to lock_timeout) instead of being refused as busy
+    with SessionManager(offline_agent_factory(family), store_url, lock_timeout=60) as manager:
         session_id = manager.session().id
         errors: list[BaseException] = []
 
@@ -108,7 +109,8 @@ def test_concurrent_turns_from_threads_are_serialised(family: str, store_url: st
 
 def test_concurrent_turns_from_tasks_are_serialised(family: str, store_url: str) -> None:
     async def run() -> list[Any]:
-        async with AsyncSessionManager(offline_agent_factory(family), store_url) as manager:
+        factory = offline_agent_factory(family)
+        async with AsyncSessionManager(factory, store_url, lock_timeout=60) as manager:
             session = manager.session()
             await asyncio.gather(*(session.send(f"task message {i}") for i in range(20)))
             return await session.history()

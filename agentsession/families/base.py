@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,6 +14,7 @@ from packaging.version import Version
 
 from ..errors import UnsupportedVersion
 from ..messages import Message
+from ..turns import Emit, Turn, ignore
 from ._gates import at_least, parse, tested
 
 
@@ -40,9 +41,22 @@ class Driver(ABC):
     agent: Any
 
     @abstractmethod
-    async def run_turn(self, text: str, sender: str = "user") -> list[Message]:
-        """Send one user message and return every message the turn added, in order:
-        the user message first, then tool calls and results, the final reply last."""
+    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+        """Send one user message and return the ``Turn``: every message the turn added, in
+        order (the user message first, then tool calls and results, the final reply last),
+        with the stop reason and usage where the family reports them.
+
+        ``emit`` is called (from any thread) with a ``MessageEvent`` for each of those
+        messages as it is finished, in the same order, and with ``TextDelta``s before a
+        message while it is being written, where the model client streams. A turn that fails
+        raises; the engine then records nothing of it.
+        """
+
+    def parts(self) -> Iterable[object]:
+        """The objects that belong to this conversation alone (the agent, its model context,
+        a team's participants): the engine refuses a factory that hands one of them to two
+        conversations."""
+        return (self.agent,)
 
     @abstractmethod
     async def export_history(self) -> list[Message]:

@@ -7,7 +7,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from .base import Conversation, RecordCodec, SessionInfo, Store, redact_url
+from .base import (
+    Conversation,
+    MessagePage,
+    RecordCodec,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+    redact_url,
+)
 
 # scheme -> "module:Class"; imported lazily so each backend's extra stays optional
 _REGISTRY: dict[str, str] = {
@@ -48,9 +57,12 @@ def open_store(url: str, **options: Any) -> Store:
 
 __all__ = [
     "Conversation",
+    "MessagePage",
     "RecordCodec",
     "SessionInfo",
     "Store",
+    "StoredTurn",
+    "TurnKey",
     "open_store",
     "redact_url",
     "register_store",

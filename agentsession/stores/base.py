@@ -23,6 +23,27 @@ META_SCHEMA_VERSION = 1
 ENVELOPE_VERSION = 1
 """Version of the envelope of an encrypted record (see ``stores.encryption``)."""
 
+TURN_KEYS_KEPT = 100
+"""Idempotency keys remembered per conversation (the newest); older ones are forgotten."""
+TURN_KEY_TTL = 24 * 3600.0
+"""Seconds an idempotency key is remembered."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnKey:
+    """An idempotency key, and the digest of the message it was first used with."""
+
+    key: str
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """The messages a keyed turn recorded, for its retries."""
+
+    messages: list[Message]
+    digest: str
+
 
 @dataclass(slots=True)
 class Conversation:
@@ -34,6 +55,24 @@ class Conversation:
     metadata: dict[str, Any]
     created_at: float
     updated_at: float
+
+
+@dataclass(slots=True)
+class MessagePage:
+    """A slice of a conversation's messages, as read by ``Store.read_messages``."""
+
+    messages: list[Message]
+    start: int
+    """The index of the first message of the page in the whole conversation."""
+    total: int
+    """How many messages the conversation holds."""
+    version: int
+
+
+def page_bounds(start: int, stop: int | None, total: int) -> tuple[int, int]:
+    """``slice(start, stop)`` of a list of ``total`` items, as absolute ``[first, end)``."""
+    first, end, _ = slice(start, stop).indices(total)
+    return first, max(first, end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +296,19 @@ class Store(ABC):
         """The whole conversation, or None if it does not exist (or has expired)."""
 
     @abstractmethod
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        """The messages ``[start:stop]`` (list slice semantics: negative counts from the end)
+        in one read, O(page) whatever the conversation's length; None if it does not exist."""
+
+    @abstractmethod
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        """Remove every message from index ``keep`` on and return the new version
+        (``ConflictError`` if the version is not ``expected_version``). Idempotency keys of
+        the removed turns are forgotten."""
+
+    @abstractmethod
     async def info(self, session_id: str) -> SessionInfo | None:
         """The conversation's summary and metadata without its messages (O(1) in its length)."""
 
@@ -307,6 +359,12 @@ class Store(ABC):
         """Try once to take the turn lease; return its token, or None if another holds it."""
 
     @abstractmethod
+    async def renew(self, session_id: str, token: str, ttl: float) -> bool:
+        """Extend the lease ``token`` holds to ``ttl`` seconds from now (the heartbeat of a
+        running turn). False if another holder has taken it over; a lease that expired but
+        that nobody took is taken again."""
+
+    @abstractmethod
     async def release(self, session_id: str, token: str) -> None:
         """Give the lease back if ``token`` still holds it."""
 
@@ -332,14 +390,28 @@ class Store(ABC):
             await self.release(session_id, token)
             raise
 
+    @abstractmethod
     async def finish_turn(
-        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        expected_version: int,
+        token: str,
+        *,
+        turn_key: TurnKey | None = None,
     ) -> int:
-        """``append`` then ``release``, always releasing; stores may do both in one round trip."""
-        try:
-            return await self.append(session_id, messages, expected_version)
-        finally:
-            await self.release(session_id, token)
+        """Append one turn and release its lease, atomically, and return the new version.
+
+        Fenced twice: ``ConflictError`` if the version is not ``expected_version``, and
+        ``LeaseLost`` if another holder has taken the lease over from ``token``; either way
+        nothing is written. ``turn_key`` records the turn under its idempotency key (see
+        ``find_turn``). The lease is released whatever happens.
+        """
+
+    @abstractmethod
+    async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
+        """The turn recorded under idempotency ``key``, or None (never recorded, or forgotten:
+        see ``TURN_KEYS_KEPT`` and ``TURN_KEY_TTL``)."""
 
     @abstractmethod
     async def ping(self) -> None:

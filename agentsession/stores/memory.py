@@ -5,13 +5,24 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConflictError, SessionNotFound
+from ..errors import ConflictError, LeaseLost, SessionNotFound
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store
+from .base import (
+    TURN_KEY_TTL,
+    TURN_KEYS_KEPT,
+    Conversation,
+    MessagePage,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+    page_bounds,
+)
 
 
 @dataclass(slots=True)
@@ -22,6 +33,8 @@ class _Record:
     version: int = 0
     # encoded, as other stores keep them, so the codec (and encryption) is exercised here too
     messages: list[str] = field(default_factory=list)
+    # idempotency key -> (first message, message count, digest, recorded at), oldest first
+    turn_keys: OrderedDict[str, tuple[int, int, str, float]] = field(default_factory=OrderedDict)
 
 
 class MemoryStore(Store):
@@ -61,6 +74,33 @@ class MemoryStore(Store):
             updated_at=updated,
         )
 
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        with self._mutex:
+            record = self._live(session_id)
+            if record is None:
+                return None
+            total, version = len(record.messages), record.version
+            first, end = page_bounds(start, stop, total)
+            texts = record.messages[first:end]
+        return MessagePage(self.codec.load_messages(texts, session_id), first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        with self._mutex:
+            record = self._require(session_id)
+            if record.version != expected_version:
+                raise ConflictError(
+                    f"session {session_id!r} is at version {record.version}, "
+                    f"expected {expected_version}"
+                )
+            del record.messages[keep:]
+            for key in [k for k, entry in record.turn_keys.items() if entry[0] >= keep]:
+                del record.turn_keys[key]
+            record.version += 1
+            record.updated_at = time.time()
+            return record.version
+
     async def info(self, session_id: str) -> SessionInfo | None:
         with self._mutex:
             record = self._live(session_id)
@@ -88,16 +128,63 @@ class MemoryStore(Store):
     ) -> int:
         encoded = [self.codec.dump_message(m) for m in messages]
         with self._mutex:
-            record = self._require(session_id)
-            if record.version != expected_version:
-                raise ConflictError(
-                    f"session {session_id!r} is at version {record.version}, "
-                    f"expected {expected_version}"
-                )
-            record.messages.extend(encoded)
-            record.version += 1
-            record.updated_at = time.time()
-            return record.version
+            return self._append_locked(session_id, encoded, expected_version, None)
+
+    def _append_locked(
+        self,
+        session_id: str,
+        encoded: list[str],
+        expected_version: int,
+        turn_key: TurnKey | None,
+    ) -> int:
+        record = self._require(session_id)
+        if record.version != expected_version:
+            raise ConflictError(
+                f"session {session_id!r} is at version {record.version}, "
+                f"expected {expected_version}"
+            )
+        now = time.time()
+        if turn_key is not None:
+            keys = record.turn_keys
+            keys.pop(turn_key.key, None)
+            keys[turn_key.key] = (len(record.messages), len(encoded), turn_key.digest, now)
+            while keys and (
+                len(keys) > TURN_KEYS_KEPT or next(iter(keys.values()))[3] < now - TURN_KEY_TTL
+            ):
+                keys.popitem(last=False)
+        record.messages.extend(encoded)
+        record.version += 1
+        record.updated_at = now
+        return record.version
+
+    async def finish_turn(
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        expected_version: int,
+        token: str,
+        *,
+        turn_key: TurnKey | None = None,
+    ) -> int:
+        try:
+            encoded = [self.codec.dump_message(m) for m in messages]
+            with self._mutex:
+                held = self._leases.get(session_id)
+                if held is not None and held[0] != token:
+                    raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
+                return self._append_locked(session_id, encoded, expected_version, turn_key)
+        finally:
+            await self.release(session_id, token)
+
+    async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
+        with self._mutex:
+            record = self._live(session_id)
+            found = None if record is None else record.turn_keys.get(key)
+            if record is None or found is None or found[3] < time.time() - TURN_KEY_TTL:
+                return None
+            first, count, digest, _ = found
+            texts = record.messages[first : first + count]
+        return StoredTurn(self.codec.load_messages(texts, session_id), digest)
 
     async def set_metadata(self, session_id: str, metadata: Mapping[str, Any]) -> int:
         encoded = self.codec.dump_metadata(metadata)
@@ -112,6 +199,7 @@ class MemoryStore(Store):
         with self._mutex:
             record = self._require(session_id)
             record.messages.clear()
+            record.turn_keys.clear()
             record.version += 1
             record.updated_at = time.time()
             return record.version
@@ -173,6 +261,15 @@ class MemoryStore(Store):
             token = secrets.token_hex(16)
             self._leases[session_id] = (token, now + ttl)
             return token
+
+    async def renew(self, session_id: str, token: str, ttl: float) -> bool:
+        now = time.monotonic()
+        with self._mutex:
+            held = self._leases.get(session_id)
+            if held is not None and held[0] != token:
+                return False
+            self._leases[session_id] = (token, now + ttl)
+            return True
 
     async def release(self, session_id: str, token: str) -> None:
         with self._mutex:

@@ -20,12 +20,24 @@ from typing import Any, TypeVar
 from ..errors import (
     ConfigurationError,
     ConflictError,
+    LeaseLost,
     MissingDependency,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store, redact_url, take_url_options
+from .base import (
+    TURN_KEY_TTL,
+    TURN_KEYS_KEPT,
+    Conversation,
+    MessagePage,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+    redact_url,
+    take_url_options,
+)
 
 try:
     import redis.asyncio as aioredis
@@ -48,27 +60,106 @@ if tonumber({ttl}) > 0 then
 end
 """
 
-# KEYS: meta, messages, index, lease. ARGV: expected version, now, ttl ms, session id,
-# lease token to release ('' for none), messages…  (the script is atomic: order is free)
-_APPEND = (
-    """
-if ARGV[5] ~= '' and redis.call('GET', KEYS[4]) == ARGV[5] then redis.call('DEL', KEYS[4]) end
+# KEYS: meta, messages, index, lease, turn keys. ARGV: expected version, now, ttl ms, session
+# id, lease token ('' for none), idempotency key ('' for none), its digest, keys kept, key ttl
+# ms, messages…  (the script is atomic: order is free)
+_APPEND = """
+if ARGV[5] ~= '' then
+    local holder = redis.call('GET', KEYS[4])
+    if holder and holder ~= ARGV[5] then return {-3, 0} end
+    if holder then redis.call('DEL', KEYS[4]) end
+end
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return {-1, 0} end
 if tonumber(version) ~= tonumber(ARGV[1]) then return {-2, tonumber(version)} end
-for i = 6, #ARGV, 1000 do
+local first = redis.call('LLEN', KEYS[2])
+for i = 10, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HINCRBY', KEYS[1], 'count', #ARGV - 5)
+redis.call('HINCRBY', KEYS[1], 'count', #ARGV - 9)
 redis.call('HSET', KEYS[1], 'updated', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[5], ARGV[6], cjson.encode({first, #ARGV - 9, ARGV[7], tonumber(ARGV[2])}))
+    -- forget keys past their ttl, and the oldest beyond the number kept
+    local all = redis.call('HGETALL', KEYS[5])
+    local kept, oldest, oldest_at = 0, nil, nil
+    for i = 1, #all, 2 do
+        local at = cjson.decode(all[i + 1])[4]
+        if at < tonumber(ARGV[2]) - tonumber(ARGV[9]) / 1000 then
+            redis.call('HDEL', KEYS[5], all[i])
+        else
+            kept = kept + 1
+            if oldest_at == nil or at < oldest_at then oldest, oldest_at = all[i], at end
+        end
+    end
+    if kept > tonumber(ARGV[8]) then redis.call('HDEL', KEYS[5], oldest) end
+end
+if tonumber(ARGV[3]) > 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('PEXPIRE', KEYS[5], ARGV[3]) end
+end
+return {new, 0}
 """
-    + _EXPIRE.format(ttl="ARGV[3]")
+
+# KEYS: meta, messages, turn keys. ARGV: key, oldest time a key is kept
+_FIND_TURN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local raw = redis.call('HGET', KEYS[3], ARGV[1])
+if not raw then return false end
+local entry = cjson.decode(raw)
+if entry[4] < tonumber(ARGV[2]) then return false end
+return {entry[3], redis.call('LRANGE', KEYS[2], entry[1], entry[1] + entry[2] - 1)}
+"""
+
+# KEYS: meta, messages. ARGV: start, stop ('' for none), as a Python slice of the messages
+_READ = """
+local head = redis.call('HMGET', KEYS[1], 'version', 'count')
+if not head[1] then return false end
+local total = tonumber(head[2])
+local function bound(i, default)
+    if i == '' then return default end
+    i = tonumber(i)
+    if i < 0 then return math.max(0, total + i) end
+    return math.min(i, total)
+end
+local first, stop = bound(ARGV[1], 0), bound(ARGV[2], total)
+local items = {}
+if stop > first then items = redis.call('LRANGE', KEYS[2], first, stop - 1) end
+return {tonumber(head[1]), total, first, items}
+"""
+
+# KEYS: meta, messages, index, turn keys. ARGV: keep, expected version, now, ttl ms, session id
+_TRUNCATE = (
+    """
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then return {-1, 0} end
+if tonumber(version) ~= tonumber(ARGV[2]) then return {-2, tonumber(version)} end
+local keep = tonumber(ARGV[1])
+if keep == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, keep - 1) end
+redis.call('HSET', KEYS[1], 'count', redis.call('LLEN', KEYS[2]), 'updated', ARGV[3])
+local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+    if cjson.decode(all[i + 1])[1] >= keep then redis.call('HDEL', KEYS[4], all[i]) end
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+"""
+    + _EXPIRE.format(ttl="ARGV[4]")
     + """
 return {new, 0}
 """
 )
+
+# KEYS: lease. ARGV: token, lease ms
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 # KEYS: meta, messages, index. ARGV: now, ttl ms, session id, metadata
 _CREATE = """
@@ -81,13 +172,14 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
-# KEYS: meta, messages, index. ARGV: now, ttl ms, session id, mode ('metadata'|'reset'), metadata
+# KEYS: meta, messages, index, turn keys. ARGV: now, ttl ms, session id, mode ('metadata'|'reset'),
+# metadata
 _BUMP = (
     """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if ARGV[4] == 'metadata' then redis.call('HSET', KEYS[1], 'metadata', ARGV[5]) end
 if ARGV[4] == 'reset' then
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', KEYS[2], KEYS[4])
     redis.call('HSET', KEYS[1], 'count', 0)
 end
 local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
@@ -100,13 +192,15 @@ return new
 """
 )
 
-# KEYS: meta, messages, new meta, new messages, index. ARGV: old id, new id
+# KEYS: meta, messages, new meta, new messages, index, turn keys, new turn keys.
+# ARGV: old id, new id
 _RENAME = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('RENAME', KEYS[1], KEYS[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
+if redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RENAME', KEYS[6], KEYS[7]) end
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'updated'), ARGV[2])
 return 1
@@ -118,7 +212,7 @@ _LOAD = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 
-# KEYS: index, then meta, messages, lease of each candidate. ARGV: cutoff, candidate ids…
+# KEYS: index, then meta, messages, lease, turn keys of each candidate. ARGV: cutoff, candidate ids…
 # The score is checked again here: a turn that landed since the ZRANGEBYSCORE keeps its
 # conversation.
 _GC = """
@@ -126,8 +220,8 @@ local removed = 0
 for i = 2, #ARGV do
     local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
     if score and tonumber(score) < tonumber(ARGV[1]) then
-        local k = 2 + (i - 2) * 3
-        redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2])
+        local k = 2 + (i - 2) * 4
+        redis.call('DEL', KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3])
         redis.call('ZREM', KEYS[1], ARGV[i])
         removed = removed + 1
     end
@@ -190,6 +284,10 @@ class RedisStore(Store):
         self._begin = self.client.register_script(_BEGIN)
         self._gc = self.client.register_script(_GC)
         self._load = self.client.register_script(_LOAD)
+        self._find_turn = self.client.register_script(_FIND_TURN)
+        self._renew = self.client.register_script(_RENEW)
+        self._read = self.client.register_script(_READ)
+        self._truncate = self.client.register_script(_TRUNCATE)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -208,6 +306,9 @@ class RedisStore(Store):
 
     def _lease_key(self, session_id: str) -> str:
         return f"{self.prefix}{{{session_id}}}:lease"
+
+    def _turn_keys(self, session_id: str) -> str:
+        return f"{self.prefix}{{{session_id}}}:turn-keys"
 
     def _ttl_ms(self) -> int:
         return 0 if self.ttl is None else max(1, int(self.ttl * 1000))
@@ -250,6 +351,30 @@ class RedisStore(Store):
             updated_at=info.updated_at,
         )
 
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        args: list[Arg] = [start, "" if stop is None else stop]
+        found = await self._call(self._read(keys=list(self._keys(session_id)), args=args))
+        if not found:
+            return None
+        version, total, first, bodies = found
+        messages = self.codec.load_messages(bodies, session_id)
+        return MessagePage(messages, int(first), int(total), int(version))
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        meta, messages = self._keys(session_id)
+        keys = [meta, messages, self._index, self._turn_keys(session_id)]
+        args: list[Arg] = [keep, expected_version, time.time(), self._ttl_ms(), session_id]
+        status, version = await self._call(self._truncate(keys=keys, args=args))
+        if status == -1:
+            raise SessionNotFound(session_id)
+        if status == -2:
+            raise ConflictError(
+                f"session {session_id!r} is at version {version}, expected {expected_version}"
+            )
+        return int(status)
+
     async def info(self, session_id: str) -> SessionInfo | None:
         raw = await self._call(self.client.hgetall(self._keys(session_id)[0]))
         return self._info(session_id, raw) if raw else None
@@ -274,20 +399,33 @@ class RedisStore(Store):
         self, session_id: str, messages: Sequence[Message], expected_version: int
     ) -> int:
         bodies = [self.codec.dump_message(m) for m in messages]
-        return await self._append_releasing(session_id, bodies, expected_version, "")
+        return await self._append_releasing(session_id, bodies, expected_version, "", None)
 
     async def finish_turn(
-        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        expected_version: int,
+        token: str,
+        *,
+        turn_key: TurnKey | None = None,
     ) -> int:
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
-        except BaseException:  # the script, which releases the lease, will not run
+            return await self._append_releasing(
+                session_id, bodies, expected_version, token, turn_key
+            )
+        except BaseException:  # the script did not run (or refused): the lease is still ours
             await self._release_quietly(session_id, token)
             raise
-        return await self._append_releasing(session_id, bodies, expected_version, token)
 
     async def _append_releasing(
-        self, session_id: str, bodies: Sequence[str], expected_version: int, token: str
+        self,
+        session_id: str,
+        bodies: Sequence[str],
+        expected_version: int,
+        token: str,
+        turn_key: TurnKey | None,
     ) -> int:
         meta, stored = self._keys(session_id)
         args: list[Arg] = [
@@ -296,12 +434,18 @@ class RedisStore(Store):
             self._ttl_ms(),
             session_id,
             token,
+            turn_key.key if turn_key else "",
+            turn_key.digest if turn_key else "",
+            TURN_KEYS_KEPT,
+            int(TURN_KEY_TTL * 1000),
             *bodies,
         ]
-        keys = [meta, stored, self._index, self._lease_key(session_id)]
+        keys = [meta, stored, self._index, self._lease_key(session_id), self._turn_keys(session_id)]
         status, version = await self._call(self._append(keys=keys, args=args))
         if status == -1:
             raise SessionNotFound(session_id)
+        if status == -3:
+            raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
         if status == -2:
             raise ConflictError(
                 f"session {session_id!r} is at version {version}, expected {expected_version}"
@@ -327,7 +471,8 @@ class RedisStore(Store):
     async def _bump(self, session_id: str, mode: str, metadata: str = "") -> int:
         meta, messages = self._keys(session_id)
         args: list[Arg] = [time.time(), self._ttl_ms(), session_id, mode, metadata]
-        version = await self._call(self._bump_script(keys=[meta, messages, self._index], args=args))
+        keys = [meta, messages, self._index, self._turn_keys(session_id)]
+        version = await self._call(self._bump_script(keys=keys, args=args))
         if version == -1:
             raise SessionNotFound(session_id)
         return int(version)
@@ -342,13 +487,19 @@ class RedisStore(Store):
         meta, messages = self._keys(session_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.exists(meta)
-        pipe.delete(meta, messages, self._lease_key(session_id))
+        pipe.delete(meta, messages, self._lease_key(session_id), self._turn_keys(session_id))
         pipe.zrem(self._index, session_id)
         existed, _, _ = await self._call(pipe.execute())
         return bool(existed)
 
     async def rename(self, session_id: str, new_session_id: str) -> None:
-        keys = [*self._keys(session_id), *self._keys(new_session_id), self._index]
+        keys = [
+            *self._keys(session_id),
+            *self._keys(new_session_id),
+            self._index,
+            self._turn_keys(session_id),
+            self._turn_keys(new_session_id),
+        ]
         args: list[Arg] = [session_id, new_session_id]
         # the two conversations live in different slots: one node only (see module docstring)
         outcome = await self._call(self._rename(keys=keys, args=args))
@@ -388,7 +539,11 @@ class RedisStore(Store):
             batch = stale[start : start + 200]
             keys = [self._index]
             for session_id in batch:
-                keys += [*self._keys(session_id), self._lease_key(session_id)]
+                keys += [
+                    *self._keys(session_id),
+                    self._lease_key(session_id),
+                    self._turn_keys(session_id),
+                ]
             args: list[Arg] = [cutoff, *batch]
             removed += int(await self._call(self._gc(keys=keys, args=args)))
         return removed
@@ -402,6 +557,19 @@ class RedisStore(Store):
 
     async def release(self, session_id: str, token: str) -> None:
         await self._call(self._release(keys=[self._lease_key(session_id)], args=[token]))
+
+    async def renew(self, session_id: str, token: str, ttl: float) -> bool:
+        args: list[Arg] = [token, max(1, int(ttl * 1000))]
+        return bool(await self._call(self._renew(keys=[self._lease_key(session_id)], args=args)))
+
+    async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
+        meta, messages = self._keys(session_id)
+        keys = [meta, messages, self._turn_keys(session_id)]
+        found = await self._call(self._find_turn(keys=keys, args=[key, time.time() - TURN_KEY_TTL]))
+        if not found:
+            return None
+        digest, bodies = found
+        return StoredTurn(self.codec.load_messages(bodies, session_id), _decode(digest))
 
     async def ping(self) -> None:
         await self._call(self.client.ping())

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import (
     ConfigurationError,
     ConflictError,
+    LeaseLost,
     MissingDependency,
     OutcomeUnknown,
     SessionNotFound,
@@ -31,7 +32,19 @@ from ..errors import (
 )
 from ..messages import Message
 from ._sql_timeouts import GRACE, WATCHDOG, Watch, connect_args
-from .base import Conversation, SessionInfo, Store, redact_url, take_url_options
+from .base import (
+    TURN_KEY_TTL,
+    TURN_KEYS_KEPT,
+    Conversation,
+    MessagePage,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+    page_bounds,
+    redact_url,
+    take_url_options,
+)
 
 try:
     import sqlalchemy as sa
@@ -178,6 +191,17 @@ class SQLStore(Store):
             sa.Column("session_id", key, primary_key=True),
             sa.Column("token", sa.String(64), nullable=False),
             sa.Column("expires_at", sa.Float(53), nullable=False),
+            **mysql_options,
+        )
+        self.turn_keys = sa.Table(
+            f"{table_prefix}turn_keys",
+            metadata,
+            sa.Column("session_id", key, primary_key=True),
+            sa.Column("turn_key", _Key(255), primary_key=True),
+            sa.Column("first_seq", sa.BigInteger, nullable=False),
+            sa.Column("message_count", sa.BigInteger, nullable=False),
+            sa.Column("digest", sa.String(64), nullable=False),
+            sa.Column("created_at", sa.Float(53), nullable=False),
             **mysql_options,
         )
         self.schema = sa.Table(
@@ -363,6 +387,52 @@ class SQLStore(Store):
             updated_at=info.updated_at,
         )
 
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        def read(conn: Connection) -> tuple[int, int, int, Sequence[Any]] | None:
+            head = self._head(conn, session_id)
+            if head is None:
+                return None
+            total = int(head.message_count)
+            first, end = page_bounds(start, stop, total)
+            m = self.messages.c
+            rows = conn.execute(
+                sa.select(m.body)
+                .where(m.session_id == session_id, m.seq >= first, m.seq < end)
+                .order_by(m.seq)
+            ).all()
+            return int(head.version), total, first, rows
+
+        found = await self._run(read, snapshot=True)
+        if found is None:
+            return None
+        version, total, first, rows = found
+        messages = self.codec.load_messages([body for (body,) in rows], session_id)
+        return MessagePage(messages, first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        def write(conn: Connection) -> int:
+            c, m, k = self.conversations.c, self.messages.c, self.turn_keys.c
+            bumped = conn.execute(
+                sa.update(self.conversations)
+                .where(self._live(session_id), c.version == expected_version)
+                .values(
+                    version=c.version + 1,
+                    message_count=sa.func.least(c.message_count, keep),
+                    updated_at=time.time(),
+                )
+            ).rowcount
+            if not bumped:
+                self._raise_missing_or_conflict(conn, session_id, expected_version)
+            conn.execute(sa.delete(self.messages).where(m.session_id == session_id, m.seq >= keep))
+            conn.execute(
+                sa.delete(self.turn_keys).where(k.session_id == session_id, k.first_seq >= keep)
+            )
+            return expected_version + 1
+
+        return await self._run(write)
+
     async def info(self, session_id: str) -> SessionInfo | None:
         row = await self._run(lambda conn: self._head(conn, session_id))
         return None if row is None else self._info(row)
@@ -408,7 +478,8 @@ class SQLStore(Store):
         c = self.conversations.c
         stale = sa.and_(c.session_id == session_id, c.updated_at < self._cutoff())
         if conn.execute(sa.delete(self.conversations).where(stale)).rowcount:
-            conn.execute(sa.delete(self.messages).where(self.messages.c.session_id == session_id))
+            for table in (self.messages, self.turn_keys):
+                conn.execute(sa.delete(table).where(table.c.session_id == session_id))
 
     async def append(
         self, session_id: str, messages: Sequence[Message], expected_version: int
@@ -419,11 +490,23 @@ class SQLStore(Store):
         )
 
     async def finish_turn(
-        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        expected_version: int,
+        token: str,
+        *,
+        turn_key: TurnKey | None = None,
     ) -> int:
         def write(conn: Connection) -> int:
+            # the release comes first: it locks the lease row, and refuses a taken-over holder
+            if not self._release_in(conn, session_id, token) and (
+                conn.execute(self._hot.lease_token, {"sid": session_id}).first() is not None
+            ):
+                raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
             version = self._append_in(conn, session_id, bodies, expected_version)
-            self._release_in(conn, session_id, token)
+            if turn_key is not None:
+                self._record_key_in(conn, session_id, turn_key, len(bodies))
             return version
 
         try:
@@ -465,6 +548,65 @@ class SQLStore(Store):
             )
         return expected_version + 1
 
+    def _record_key_in(
+        self, conn: Connection, session_id: str, turn_key: TurnKey, count: int
+    ) -> None:
+        k = self.turn_keys.c
+        now = time.time()
+        total = int(conn.execute(self._hot.count, {"sid": session_id}).scalar_one())
+        mine = sa.and_(k.session_id == session_id, k.turn_key == turn_key.key)
+        conn.execute(sa.delete(self.turn_keys).where(mine))
+        conn.execute(
+            sa.insert(self.turn_keys).values(
+                session_id=session_id,
+                turn_key=turn_key.key,
+                first_seq=total - count,
+                message_count=count,
+                digest=turn_key.digest,
+                created_at=now,
+            )
+        )
+        # forget keys past their ttl, and the oldest beyond the number kept
+        kept = conn.execute(
+            sa.select(k.created_at)
+            .where(k.session_id == session_id)
+            .order_by(k.created_at.desc())
+            .offset(TURN_KEYS_KEPT - 1)
+            .limit(1)
+        ).scalar()
+        oldest = max(now - TURN_KEY_TTL, kept if kept is not None else 0.0)
+        conn.execute(
+            sa.delete(self.turn_keys).where(k.session_id == session_id, k.created_at < oldest)
+        )
+
+    async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
+        def read(conn: Connection) -> tuple[str, Sequence[Any]] | None:
+            if self._head(conn, session_id) is None:
+                return None
+            k, m = self.turn_keys.c, self.messages.c
+            row = conn.execute(
+                sa.select(k.first_seq, k.message_count, k.digest).where(
+                    k.session_id == session_id,
+                    k.turn_key == key,
+                    k.created_at >= time.time() - TURN_KEY_TTL,
+                )
+            ).first()
+            if row is None:
+                return None
+            first, count, digest = int(row[0]), int(row[1]), str(row[2])
+            bodies = conn.execute(
+                sa.select(m.body)
+                .where(m.session_id == session_id, m.seq >= first, m.seq < first + count)
+                .order_by(m.seq)
+            ).all()
+            return digest, bodies
+
+        found = await self._run(read, snapshot=True)
+        if found is None:
+            return None
+        digest, rows = found
+        return StoredTurn(self.codec.load_messages([b for (b,) in rows], session_id), digest)
+
     def _raise_missing_or_conflict(
         self, conn: Connection, session_id: str, expected: int
     ) -> NoReturn:
@@ -486,9 +628,8 @@ class SQLStore(Store):
             if not bumped:
                 raise SessionNotFound(session_id)
             if clear:
-                conn.execute(
-                    sa.delete(self.messages).where(self.messages.c.session_id == session_id)
-                )
+                for table in (self.messages, self.turn_keys):
+                    conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             return int(
                 conn.execute(sa.select(c.version).where(c.session_id == session_id)).scalar_one()
             )
@@ -508,8 +649,8 @@ class SQLStore(Store):
             gone = conn.execute(
                 sa.delete(self.conversations).where(self.conversations.c.session_id == session_id)
             ).rowcount
-            conn.execute(sa.delete(self.messages).where(self.messages.c.session_id == session_id))
-            conn.execute(sa.delete(self.leases).where(self.leases.c.session_id == session_id))
+            for table in (self.messages, self.leases, self.turn_keys):
+                conn.execute(sa.delete(table).where(table.c.session_id == session_id))
             return bool(gone)
 
         return await self._run(write)
@@ -527,11 +668,12 @@ class SQLStore(Store):
             ).rowcount
             if not moved:
                 raise SessionNotFound(session_id)
-            conn.execute(
-                sa.update(self.messages)
-                .where(self.messages.c.session_id == session_id)
-                .values(session_id=new_session_id)
-            )
+            for table in (self.messages, self.turn_keys):
+                conn.execute(
+                    sa.update(table)
+                    .where(table.c.session_id == session_id)
+                    .values(session_id=new_session_id)
+                )
 
         await self._run(write)
 
@@ -570,7 +712,8 @@ class SQLStore(Store):
                 .all()
             )
             if stale:
-                conn.execute(sa.delete(self.messages).where(self.messages.c.session_id.in_(stale)))
+                for table in (self.messages, self.turn_keys):
+                    conn.execute(sa.delete(table).where(table.c.session_id.in_(stale)))
                 conn.execute(sa.delete(self.conversations).where(c.session_id.in_(stale)))
             return len(stale)
 
@@ -593,8 +736,8 @@ class SQLStore(Store):
         conn.execute(self._hot.take_lease, params)
         return bool(conn.execute(self._hot.lease_holder, {"sid": session_id}).scalar() == token)
 
-    def _release_in(self, conn: Connection, session_id: str, token: str) -> None:
-        conn.execute(self._hot.release, {"sid": session_id, "tok": token})
+    def _release_in(self, conn: Connection, session_id: str, token: str) -> bool:
+        return bool(conn.execute(self._hot.release, {"sid": session_id, "tok": token}).rowcount)
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
@@ -622,6 +765,18 @@ class SQLStore(Store):
 
     async def release(self, session_id: str, token: str) -> None:
         await self._run(lambda conn: self._release_in(conn, session_id, token))
+
+    async def renew(self, session_id: str, token: str, ttl: float) -> bool:
+        def write(conn: Connection) -> bool:
+            params = {"sid": session_id, "tok": token, "expires": time.time() + ttl}
+            if conn.execute(self._hot.renew, params).rowcount:
+                return True
+            # our lease was cleared by gc after it expired: take it again, unless someone has
+            if conn.execute(self._hot.lease_token, {"sid": session_id}).first() is not None:
+                return False
+            return self._acquire_in(conn, session_id, token, ttl)
+
+        return await self._run(write)
 
     async def ping(self) -> None:
         await self._run(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
@@ -701,6 +856,12 @@ class _HotPath:
                 ]
             )
         self.lease_holder = sa.select(lease.token).where(lease.session_id == sid).with_for_update()
+        self.lease_token = sa.select(lease.token).where(lease.session_id == sid)
+        self.renew = (
+            sa.update(store.leases)
+            .where(lease.session_id == sid, lease.token == sa.bindparam("tok"))
+            .values(expires_at=sa.bindparam("expires", type_=sa.Float(53)))
+        )
 
 
 def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:

@@ -22,11 +22,22 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..errors import (
     ConfigurationError,
     ConflictError,
+    LeaseLost,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
-from .base import Conversation, SessionInfo, Store
+from .base import (
+    TURN_KEY_TTL,
+    TURN_KEYS_KEPT,
+    Conversation,
+    MessagePage,
+    SessionInfo,
+    Store,
+    StoredTurn,
+    TurnKey,
+    page_bounds,
+)
 
 T = TypeVar("T")
 
@@ -58,6 +69,15 @@ CREATE TABLE IF NOT EXISTS agentsession_leases (
     token TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS agentsession_turn_keys (
+    session_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, key)
+) WITHOUT ROWID;
 """
 
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
@@ -228,6 +248,62 @@ class SQLiteStore(Store):
             updated_at=updated,
         )
 
+    async def read_messages(
+        self, session_id: str, start: int = 0, stop: int | None = None
+    ) -> MessagePage | None:
+        def read(conn: sqlite3.Connection) -> tuple[int, int, int, list[Any]] | None:
+            conn.execute("BEGIN")  # one snapshot for both reads
+            try:
+                head = conn.execute(
+                    "SELECT version, message_count FROM agentsession_conversations"
+                    " WHERE session_id = ? AND updated_at >= ?",
+                    (session_id, self._cutoff()),
+                ).fetchone()
+                if head is None:
+                    return None
+                version, total = head
+                first, end = page_bounds(start, stop, total)
+                rows = conn.execute(
+                    "SELECT body FROM agentsession_messages WHERE session_id = ?"
+                    " AND seq >= ? AND seq < ? ORDER BY seq",
+                    (session_id, first, end),
+                ).fetchall()
+                return version, total, first, rows
+            finally:
+                conn.commit()
+
+        found = await self._run(read)
+        if found is None:
+            return None
+        version, total, first, rows = found
+        messages = self.codec.load_messages([body for (body,) in rows], session_id)
+        return MessagePage(messages, first, total, version)
+
+    async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "UPDATE agentsession_conversations SET version = version + 1,"
+                " message_count = MIN(message_count, ?), updated_at = ?"
+                " WHERE session_id = ? AND version = ? AND updated_at >= ? RETURNING version",
+                (keep, time.time(), session_id, expected_version, self._cutoff()),
+            ).fetchone()
+            if row is None:
+                conn.rollback()
+                self._raise_missing_or_conflict(conn, session_id, expected_version)
+            conn.execute(
+                "DELETE FROM agentsession_messages WHERE session_id = ? AND seq >= ?",
+                (session_id, keep),
+            )
+            conn.execute(
+                "DELETE FROM agentsession_turn_keys WHERE session_id = ? AND first_seq >= ?",
+                (session_id, keep),
+            )
+            conn.commit()
+            return int(row[0])
+
+        return await self._run(write)
+
     def _info_in(self, conn: sqlite3.Connection, session_id: str) -> Any:
         return conn.execute(
             "SELECT version, message_count, created_at, updated_at, metadata"
@@ -261,11 +337,12 @@ class SQLiteStore(Store):
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
             # an expired conversation under the same id is dead: replace it
-            conn.execute(
-                "DELETE FROM agentsession_messages WHERE session_id IN (SELECT session_id FROM"
-                " agentsession_conversations WHERE session_id = ? AND updated_at < ?)",
-                (session_id, self._cutoff()),
-            )
+            for table in ("messages", "turn_keys"):
+                conn.execute(
+                    f"DELETE FROM agentsession_{table} WHERE session_id IN (SELECT session_id"
+                    " FROM agentsession_conversations WHERE session_id = ? AND updated_at < ?)",
+                    (session_id, self._cutoff()),
+                )
             conn.execute(
                 "DELETE FROM agentsession_conversations WHERE session_id = ? AND updated_at < ?",
                 (session_id, self._cutoff()),
@@ -291,13 +368,21 @@ class SQLiteStore(Store):
         )
 
     async def finish_turn(
-        self, session_id: str, messages: Sequence[Message], expected_version: int, token: str
+        self,
+        session_id: str,
+        messages: Sequence[Message],
+        expected_version: int,
+        token: str,
+        *,
+        turn_key: TurnKey | None = None,
     ) -> int:
         """The append and the lease release in one transaction, committed at the turn's level."""
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
             return await self._run(
-                lambda conn: self._write_turn(conn, session_id, bodies, expected_version, token)
+                lambda conn: self._write_turn(
+                    conn, session_id, bodies, expected_version, token, turn_key
+                )
             )
         except BaseException:
             # the transaction rolled back, the lease's deletion with it: release it on the
@@ -312,15 +397,73 @@ class SQLiteStore(Store):
         bodies: Sequence[str],
         expected_version: int,
         token: str | None = None,
+        turn_key: TurnKey | None = None,
     ) -> int:
-        """One ``BEGIN IMMEDIATE`` transaction: the fenced append, and the lease's release if
-        ``token`` is given."""
+        """One ``BEGIN IMMEDIATE`` transaction: the fenced append, and (with ``token``) the
+        lease's release, refused if another holder has taken the lease over."""
         conn.execute("BEGIN IMMEDIATE")
+        if (
+            token is not None
+            and not self._release_in(conn, session_id, token)
+            and conn.execute(
+                "SELECT 1 FROM agentsession_leases WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        ):
+            conn.rollback()
+            raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
         version = self._append_in(conn, session_id, bodies, expected_version)
-        if token is not None:
-            self._release_in(conn, session_id, token)
+        if turn_key is not None:
+            self._record_key_in(conn, session_id, turn_key, len(bodies))
         conn.commit()
         return version
+
+    def _record_key_in(
+        self, conn: sqlite3.Connection, session_id: str, turn_key: TurnKey, count: int
+    ) -> None:
+        now = time.time()
+        (total,) = conn.execute(
+            "SELECT message_count FROM agentsession_conversations WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        conn.execute(
+            "INSERT OR REPLACE INTO agentsession_turn_keys VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, turn_key.key, total - count, count, turn_key.digest, now),
+        )
+        conn.execute(
+            "DELETE FROM agentsession_turn_keys WHERE session_id = ? AND (created_at < ? OR key"
+            " NOT IN (SELECT key FROM agentsession_turn_keys WHERE session_id = ?"
+            " ORDER BY created_at DESC LIMIT ?))",
+            (session_id, now - TURN_KEY_TTL, session_id, TURN_KEYS_KEPT),
+        )
+
+    async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, list[Any]] | None:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT k.first_seq, k.message_count, k.digest FROM agentsession_turn_keys k"
+                    " JOIN agentsession_conversations c ON c.session_id = k.session_id"
+                    " WHERE k.session_id = ? AND k.key = ? AND k.created_at >= ?"
+                    " AND c.updated_at >= ?",
+                    (session_id, key, time.time() - TURN_KEY_TTL, self._cutoff()),
+                ).fetchone()
+                if row is None:
+                    return None
+                first, count, digest = row
+                bodies = conn.execute(
+                    "SELECT body FROM agentsession_messages WHERE session_id = ?"
+                    " AND seq >= ? AND seq < ? ORDER BY seq",
+                    (session_id, first, first + count),
+                ).fetchall()
+                return digest, bodies
+            finally:
+                conn.commit()
+
+        found = await self._run(read)
+        if found is None:
+            return None
+        digest, rows = found
+        return StoredTurn(self.codec.load_messages([b for (b,) in rows], session_id), digest)
 
     def _append_in(
         self,
@@ -398,6 +541,7 @@ class SQLiteStore(Store):
                 conn.rollback()
                 raise SessionNotFound(session_id)
             conn.execute("DELETE FROM agentsession_messages WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM agentsession_turn_keys WHERE session_id = ?", (session_id,))
             conn.commit()
             return int(row[0])
 
@@ -409,8 +553,10 @@ class SQLiteStore(Store):
             gone = conn.execute(
                 "DELETE FROM agentsession_conversations WHERE session_id = ?", (session_id,)
             ).rowcount
-            conn.execute("DELETE FROM agentsession_messages WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM agentsession_leases WHERE session_id = ?", (session_id,))
+            for table in ("messages", "leases", "turn_keys"):
+                conn.execute(
+                    f"DELETE FROM agentsession_{table} WHERE session_id = ?", (session_id,)
+                )
             conn.commit()
             return gone > 0
 
@@ -432,10 +578,11 @@ class SQLiteStore(Store):
             if not moved:
                 conn.rollback()
                 raise SessionNotFound(session_id)
-            conn.execute(
-                "UPDATE agentsession_messages SET session_id = ? WHERE session_id = ?",
-                (new_session_id, session_id),
-            )
+            for table in ("messages", "turn_keys"):
+                conn.execute(
+                    f"UPDATE agentsession_{table} SET session_id = ? WHERE session_id = ?",
+                    (new_session_id, session_id),
+                )
             conn.commit()
 
         await self._run(write)
@@ -460,11 +607,12 @@ class SQLiteStore(Store):
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "DELETE FROM agentsession_messages WHERE session_id IN (SELECT session_id FROM"
-                " agentsession_conversations WHERE updated_at < ?)",
-                (cutoff,),
-            )
+            for table in ("messages", "turn_keys"):
+                conn.execute(
+                    f"DELETE FROM agentsession_{table} WHERE session_id IN (SELECT session_id"
+                    " FROM agentsession_conversations WHERE updated_at < ?)",
+                    (cutoff,),
+                )
             gone = conn.execute(
                 "DELETE FROM agentsession_conversations WHERE updated_at < ?", (cutoff,)
             ).rowcount
@@ -486,11 +634,12 @@ class SQLiteStore(Store):
         ).rowcount
         return bool(taken)
 
-    def _release_in(self, conn: sqlite3.Connection, session_id: str, token: str) -> None:
-        conn.execute(
+    def _release_in(self, conn: sqlite3.Connection, session_id: str, token: str) -> bool:
+        gone = conn.execute(
             "DELETE FROM agentsession_leases WHERE session_id = ? AND token = ?",
             (session_id, token),
-        )
+        ).rowcount
+        return bool(gone)
 
     async def acquire(self, session_id: str, ttl: float) -> str | None:
         token = secrets.token_hex(16)
@@ -501,6 +650,24 @@ class SQLiteStore(Store):
 
     async def release(self, session_id: str, token: str) -> None:
         await self._run(lambda conn: self._release_in(conn, session_id, token), lease=True)
+
+    async def renew(self, session_id: str, token: str, ttl: float) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            expires = time.time() + ttl
+            if conn.execute(
+                "UPDATE agentsession_leases SET expires_at = ? WHERE session_id = ? AND token = ?",
+                (expires, session_id, token),
+            ).rowcount:
+                return True
+            # our lease was cleared by gc after it expired: take it again, unless someone has
+            return bool(
+                conn.execute(
+                    "INSERT OR IGNORE INTO agentsession_leases VALUES (?, ?, ?)",
+                    (session_id, token, expires),
+                ).rowcount
+            )
+
+        return await self._run(write, lease=True)
 
     async def begin_turn(
         self, session_id: str, ttl: float

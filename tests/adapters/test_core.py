@@ -245,6 +245,26 @@ def test_the_sync_session_asks_the_owner_in_the_callers_thread() -> None:
         manager.close()
 
 
+def test_the_request_session_pages_undoes_and_appends() -> None:
+    from agentsession import Message
+
+    async def run() -> None:
+        manager = engine()
+        session = AsyncRequestSession(manager, claim())
+        assert await session.history(limit=2) == [] and await session.pop_turn() == []
+        for text in ("one", "two", "three"):
+            await session.send(text)
+        old = await session.session_id()
+        adopted = AsyncRequestSession(manager, claim(old))
+        assert (await adopted.history(limit=2))[0].content == "three"
+        assert (await adopted.pop_turn())[0].content == "three"
+        await adopted.append([Message("assistant", "an operator's note")])
+        assert [m.content for m in await manager.history(old)][-1] == "an operator's note"
+        assert len(await manager.history(old)) == 5
+
+    asyncio.run(run())
+
+
 def non_canonical(token: str) -> dict[str, str]:
     """Strings that itsdangerous' lenient base64 decodes to the same signed id as ``token``."""
     signature = token.rsplit(".", 1)[1]

@@ -433,3 +433,58 @@ def test_a_missing_driver_names_its_extra(
     monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(MissingDependency, match=rf"agentsession-middleware\[{extra}\]"):
         importlib.import_module(module)
+
+
+# -- pages and truncation ------------------------------------------------------------------
+
+
+class _CountingCodec(RecordCodec):
+    """Counts the message records a store hands back for decoding."""
+
+    decoded = 0
+
+    def load_messages(self, texts: Any, session_id: str) -> list[Message]:
+        self.decoded += len(texts)
+        return super().load_messages(texts, session_id)
+
+
+def test_read_messages_reads_only_its_page(store_url: str) -> None:
+    codec = _CountingCodec()
+
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        for i in range(100):
+            await store.append("s1", turn(i), i)
+        contents = [f"{kind} {i}" for i in range(100) for kind in ("question", "answer")]
+        for start, stop in [(0, 2), (-2, None), (10, 14), (195, 400), (-500, 3), (5, 5), (7, 3)]:
+            codec.decoded = 0
+            page = await store.read_messages("s1", start, stop)
+            assert page is not None and page.total == 200 and page.version == 100
+            assert [m.content for m in page.messages] == contents[start:stop]
+            assert page.start == slice(start, stop).indices(200)[0]
+            assert codec.decoded == len(contents[start:stop])  # O(page), not O(history)
+        assert await store.read_messages("nobody", -10) is None
+
+    run(store_url, body, codec=codec)
+
+
+def test_truncate_removes_the_tail_and_is_fenced(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        for i in range(3):
+            await store.append("s1", turn(i), i)
+        with pytest.raises(ConflictError):
+            await store.truncate("s1", 2, 1)
+        assert await store.truncate("s1", 2, 3) == 4
+        conversation = await store.load("s1")
+        assert conversation is not None and conversation.version == 4
+        assert [m.content for m in conversation.messages] == ["question 0", "answer 0"]
+        info = await store.info("s1")
+        assert info is not None and info.message_count == 2
+        assert await store.append("s1", turn(9), 4) == 5  # appends continue after the cut
+        page = await store.read_messages("s1", -2)
+        assert page is not None and [m.content for m in page.messages] == ["question 9", "answer 9"]
+        with pytest.raises(SessionNotFound):
+            await store.truncate("nobody", 0, 0)
+
+    run(store_url, body)

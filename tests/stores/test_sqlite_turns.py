@@ -58,9 +58,9 @@ def test_a_turn_is_two_transactions(tmp_path: Path) -> None:
             ("lease", "SELECT version, message_count,"),
             ("lease", "COMMIT"),
             ("turn", "BEGIN IMMEDIATE"),
+            ("turn", "DELETE FROM agentsession_leases"),  # the lease fence, and its release
             ("turn", "UPDATE agentsession_conversations SET"),
             ("turn", "INSERT INTO agentsession_messages"),
-            ("turn", "DELETE FROM agentsession_leases"),
             ("turn", "COMMIT"),
         ]
         assert await store.acquire("s1", 30) is not None  # released by the commit

@@ -1,14 +1,17 @@
-"""``begin_turn``/``finish_turn`` beyond the contract suite: the lease is never left behind."""
+"""The turn protocol beyond the contract suite: the lease is never left behind, a taken-over
+lease is fenced, a renewed one is kept, and idempotency keys find their turns."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from test_contract import _FailsAt, corrupt, run, turn
 
-from agentsession import ConflictError, CorruptRecord, SessionNotFound
-from agentsession.stores import RecordCodec, Store, open_store
+from agentsession import ConflictError, CorruptRecord, LeaseLost, SessionNotFound
+from agentsession.stores import RecordCodec, Store, TurnKey, open_store
+from agentsession.stores.base import TURN_KEYS_KEPT
 
 
 @pytest.mark.parametrize("failure", ["conflict", "deleted"])
@@ -112,5 +115,132 @@ def test_a_load_never_straddles_a_turn(store_url: str) -> None:
         later = await store.load("s1")
         assert later is not None and later.version == 2 and len(later.messages) == 4
         await other.close()
+
+    run(store_url, body)
+
+
+# -- short leases: renewed while a turn runs, fenced when taken over ----------------------
+
+
+def test_a_lease_taken_over_refuses_its_old_holders_write(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        stale = await store.begin_turn("s1", 0.05)
+        assert stale is not None
+        await asyncio.sleep(0.15)  # the holder froze past its lease...
+        fresh = await store.begin_turn("s1", 30)  # ...and another worker took it over
+        assert fresh is not None
+        with pytest.raises(LeaseLost):
+            await store.finish_turn("s1", turn(1), 0, stale[0])
+        info = await store.info("s1")
+        assert info is not None and info.version == 0 and info.message_count == 0
+        assert await store.acquire("s1", 30) is None  # the refusal left the new holder's lease
+        assert await store.finish_turn("s1", turn(2), 0, fresh[0]) == 1
+        conversation = await store.load("s1")
+        assert conversation is not None
+        assert [m.content for m in conversation.messages] == ["question 2", "answer 2"]
+
+    run(store_url, body)
+
+
+def test_an_expired_lease_nobody_took_still_writes(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 0.05)
+        assert begun is not None
+        await asyncio.sleep(0.15)
+        assert await store.finish_turn("s1", turn(1), 0, begun[0]) == 1
+
+    run(store_url, body)
+
+
+def test_renew_keeps_the_lease_and_fails_once_it_is_taken_over(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 0.3)
+        assert begun is not None
+        token = begun[0]
+        for _ in range(4):  # 0.6 s in all, twice the lease: renewed, never lost
+            await asyncio.sleep(0.15)
+            assert await store.renew("s1", token, 0.3) is True
+            assert await store.acquire("s1", 30) is None
+        await store.release("s1", token)
+        assert await store.renew("s1", token, 0.3) is True  # released: taken again
+        await store.release("s1", token)
+        other = await store.acquire("s1", 30)
+        assert other is not None
+        assert await store.renew("s1", token, 0.3) is False  # another holder has it
+        assert await store.finish_turn("s1", turn(1), 0, other) == 1
+
+    run(store_url, body)
+
+
+# -- idempotency keys ----------------------------------------------------------------------
+
+
+def test_a_keyed_turn_is_found_by_its_key(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        await store.finish_turn("s1", turn(0), 0, begun[0])  # unkeyed
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        await store.finish_turn("s1", turn(1), 1, begun[0], turn_key=TurnKey("k1", "d1"))
+        found = await store.find_turn("s1", "k1")
+        assert found is not None and found.digest == "d1"
+        assert [m.content for m in found.messages] == ["question 1", "answer 1"]
+        assert await store.find_turn("s1", "k2") is None
+        assert await store.find_turn("nobody", "k1") is None
+        await store.rename("s1", "s2")  # rotation keeps the conversation's keys
+        moved = await store.find_turn("s2", "k1")
+        assert moved is not None and moved.messages[0].content == "question 1"
+        assert await store.find_turn("s1", "k1") is None
+        await store.reset("s2")  # the turns are gone, so are their keys
+        assert await store.find_turn("s2", "k1") is None
+
+    run(store_url, body)
+
+
+def test_a_refused_keyed_turn_records_no_key(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        await store.append("s1", turn(0), 0)
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        with pytest.raises(ConflictError):
+            await store.finish_turn("s1", turn(1), 0, begun[0], turn_key=TurnKey("k", "d"))
+        assert await store.find_turn("s1", "k") is None
+
+    run(store_url, body)
+
+
+def test_only_the_newest_keys_are_kept(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        for i in range(TURN_KEYS_KEPT + 2):
+            begun = await store.begin_turn("s1", 30)
+            assert begun is not None
+            key = TurnKey(f"k{i}", f"d{i}")
+            await store.finish_turn("s1", turn(i), i, begun[0], turn_key=key)
+        assert await store.find_turn("s1", "k0") is None
+        assert await store.find_turn("s1", "k1") is None
+        newest = await store.find_turn("s1", f"k{TURN_KEYS_KEPT + 1}")
+        assert newest is not None and newest.messages[0].content == f"question {TURN_KEYS_KEPT + 1}"
+        kept = await store.find_turn("s1", "k2")
+        assert kept is not None and kept.messages[1].content == "answer 2"
+
+    run(store_url, body)
+
+
+def test_deleting_a_conversation_forgets_its_keys(store_url: str) -> None:
+    async def body(store: Store) -> None:
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        await store.finish_turn("s1", turn(0), 0, begun[0], turn_key=TurnKey("k", "d"))
+        await store.delete("s1")
+        await store.create("s1", {})
+        assert await store.find_turn("s1", "k") is None
 
     run(store_url, body)

@@ -1,0 +1,166 @@
+"""The agentchat driver: one user turn through one ``AssistantAgent``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import Version
+
+from ...errors import FamilyError
+from ...messages import Message
+from ...turns import Emit, MessageEvent, Turn, Usage, ignore
+from .._gates import AGENTCHAT_PUBLIC_MODEL_CONTEXT, at_least
+from ..base import Driver
+from .conversion import NativeMessage, to_canonical, to_native
+
+if TYPE_CHECKING:
+    from autogen_agentchat.agents import AssistantAgent
+    from autogen_core.model_context import ChatCompletionContext
+
+logger = logging.getLogger("agentsession")
+
+_MODULE = "autogen_agentchat"
+
+
+class AgentChatDriver(Driver):
+    """Drives one ``AssistantAgent``.
+
+    Messages the factory put into the model context (``initial_messages``) are the agent's
+    configuration, like its system message: they are left out of the exported history and
+    kept in front of it on import, so a rebuilt agent sees what the cached one saw.
+    """
+
+    agent: AssistantAgent
+
+    def __init__(self, agent: AssistantAgent, version: Version) -> None:
+        self.agent = agent
+        self.version = version
+        self._template: dict[str, Any] | None = None
+        self._preamble: list[NativeMessage] = []
+
+    @property
+    def model_context(self) -> ChatCompletionContext:
+        # the public property arrived in 0.5.0; before it only the attribute behind it exists
+        if at_least(self.version, AGENTCHAT_PUBLIC_MODEL_CONTEXT):
+            return self.agent.model_context
+        return self.agent._model_context
+
+    def parts(self) -> tuple[object, ...]:
+        # a model context shared by two agents leaks one conversation into the other
+        # (microsoft/autogen#6088)
+        return (self.agent, self.model_context)
+
+    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+        from autogen_agentchat.messages import TextMessage
+        from autogen_core import CancellationToken
+        from autogen_core.models import AssistantMessage
+
+        await self._baseline()
+        context = self.model_context
+        before = _message_list(context)
+        start = len(before) if before is not None else len(await self._state_messages())
+        anchor = before[-1] if before else None
+
+        response = await self.agent.on_messages(
+            [TextMessage(content=text, source=sender)], CancellationToken()
+        )
+
+        added = await self._added_since(context, start, anchor)
+        reply = getattr(response.chat_message, "content", None)
+        if isinstance(reply, str) and not _ends_with_assistant_text(added):
+            # Without reflect_on_tool_use (or on a handoff) the reply is a summary the model never
+            # wrote, so AutoGen keeps it out of the context. Record it there, so the conversation
+            # ends with what the user was told and a rebuilt agent matches the cached one.
+            summary = AssistantMessage(content=reply, source=self.agent.name)
+            await context.add_message(summary)
+            added.append(summary.model_dump(mode="json"))
+        messages = to_canonical(added)
+        for message in messages:
+            emit(MessageEvent(message))
+        return Turn(tuple(messages), usage=_usage(response))
+
+    async def export_history(self) -> list[Message]:
+        await self._baseline()
+        messages = await self._state_messages()
+        return to_canonical(messages[len(self._preamble) :])
+
+    async def import_history(self, messages: Sequence[Message]) -> None:
+        template = await self._baseline()
+        native = [*self._preamble, *to_native(messages, self.version, self.agent.name)]
+        state = {**template, "llm_context": {**template["llm_context"], "messages": native}}
+        try:
+            # a coroutine: calling it without await is a silent no-op (microsoft/autogen#5034)
+            await self.agent.load_state(state)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise FamilyError(
+                f"the stored conversation does not load into {_MODULE} {self.version}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        await self.agent.close()
+
+    async def _baseline(self) -> dict[str, Any]:
+        """The agent's state as the factory built it, read once before the driver changes it."""
+        if self._template is None:
+            state = dict(await self.agent.save_state())
+            context = state.get("llm_context")
+            if not isinstance(context, Mapping) or not isinstance(context.get("messages"), list):
+                raise FamilyError(
+                    f"{type(self.agent).__qualname__}.save_state() holds no llm_context messages; "
+                    "agentsession cannot persist this agent"
+                )
+            self._preamble = list(context["messages"])
+            self._template = state
+        return self._template
+
+    async def _state_messages(self) -> list[NativeMessage]:
+        # save_state(), not model_context.get_messages(): a Buffered/HeadAndTail/TokenLimited
+        # context returns only its window from get_messages(), its state holds every message
+        state = await self.agent.save_state()
+        return list(state["llm_context"]["messages"])
+
+    async def _added_since(
+        self, context: ChatCompletionContext, start: int, anchor: object
+    ) -> list[dict[str, Any]]:
+        after = _message_list(context)
+        if after is not None and len(after) >= start and (start == 0 or after[start - 1] is anchor):
+            return [message.model_dump(mode="json") for message in after[start:]]
+        if after is not None:
+            logger.warning(
+                "the model context of agent %r was rewritten during a turn, not appended to; "
+                "the stored conversation may differ from what the agent keeps",
+                self.agent.name,
+            )
+        return [dict(message) for message in (await self._state_messages())[start:]]
+
+
+def _message_list(context: object) -> list[Any] | None:
+    """The context's own message list, or None for a context that keeps none.
+
+    Every ``ChatCompletionContext`` of 0.4.2 … 0.7.5 appends to ``_messages`` and applies its
+    window only in ``get_messages()``; reading the list's tail keeps a turn's cost independent
+    of the conversation's length, where ``save_state()`` would copy all of it.
+    """
+    messages = getattr(context, "_messages", None)
+    return messages if isinstance(messages, list) else None
+
+
+def _ends_with_assistant_text(native: Sequence[NativeMessage]) -> bool:
+    return (
+        bool(native)
+        and native[-1].get("type") == "AssistantMessage"
+        and isinstance(native[-1].get("content"), str)
+    )
+
+
+def _usage(response: Any) -> Usage | None:
+    """The model usage of a response: its inner events' and its final message's ``models_usage``."""
+    total: Usage | None = None
+    for item in [*(getattr(response, "inner_messages", None) or ()), response.chat_message]:
+        used = getattr(item, "models_usage", None)
+        if used is not None:
+            counted = Usage(int(used.prompt_tokens), int(used.completion_tokens))
+            total = counted if total is None else total + counted
+    return total

@@ -1,0 +1,140 @@
+"""Legacy message dicts (the assistant's view, OpenAI style) to canonical messages and back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...errors import FamilyError
+from ...messages import Message, ToolCall
+
+logger = logging.getLogger("agentsession")
+
+FUNCTION_CALL_ID = "function_call"  # the pre-tools ``function_call`` form has no call id
+
+
+def _calls_tools(reply: Any) -> bool:
+    return isinstance(reply, Mapping) and bool(
+        reply.get("tool_calls") or reply.get("function_call")
+    )
+
+
+def _text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):  # multimodal parts: keep the text
+        if any(isinstance(p, Mapping) and p.get("type") != "text" for p in content):
+            logger.warning("a non-text part of a multimodal message is not stored")
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return str(content)
+
+
+def to_canonical(
+    native: Sequence[Mapping[str, Any]], assistant_name: str, user_name: str
+) -> list[Message]:
+    """Legacy dicts (the assistant's view) to canonical messages."""
+    tool_names: dict[str, str] = {}  # a result names its call only by id
+    out: list[Message] = []
+    for raw in native:
+        role = raw.get("role")
+        content = _text(raw.get("content"))
+        if raw.get("tool_calls") or raw.get("function_call"):
+            calls = [
+                ToolCall(
+                    str(c.get("id")), c["function"]["name"], c["function"].get("arguments") or "{}"
+                )
+                for c in raw.get("tool_calls") or ()
+            ]
+            if raw.get("function_call"):
+                fc = raw["function_call"]
+                calls.append(ToolCall(FUNCTION_CALL_ID, fc["name"], fc.get("arguments") or "{}"))
+            tool_names.update((call.id, call.name) for call in calls)
+            name = raw.get("name") or assistant_name
+            out.append(Message("assistant", content, name=name, tool_calls=tuple(calls)))
+        elif raw.get("tool_responses") or role == "tool":
+            for response in raw.get("tool_responses") or [raw]:
+                call_id = str(response.get("tool_call_id"))
+                out.append(
+                    Message(
+                        "tool",
+                        _text(response.get("content")),
+                        name=tool_names.get(call_id),
+                        tool_call_id=call_id,
+                    )
+                )
+            if role == "user" and content:
+                # a human's answer in place of the tool results ("USER INTERRUPTED")
+                out.append(Message("user", content, name=raw.get("name") or user_name))
+        elif role == "function":
+            out.append(
+                Message("tool", content, name=raw.get("name"), tool_call_id=FUNCTION_CALL_ID)
+            )
+        elif role in ("user", "assistant", "system"):
+            default = user_name if role == "user" else assistant_name
+            out.append(Message(role, content, name=raw.get("name") or default))
+        else:
+            raise FamilyError(f"the agent's history holds a message of unknown role {role!r}")
+    return out
+
+
+def to_native(
+    messages: Sequence[Message], assistant_name: str, user_name: str
+) -> list[dict[str, Any]]:
+    """Canonical messages to legacy dicts (the assistant's view); consecutive tool results
+    become one ``role: "tool"`` message with ``tool_responses``, as AutoGen writes them."""
+    native: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "tool" and message.tool_call_id == FUNCTION_CALL_ID:
+            native.append({"content": message.content, "role": "function", "name": message.name})
+        elif message.role == "tool":
+            response = {
+                "tool_call_id": message.tool_call_id,
+                "role": "tool",
+                "content": message.content,
+            }
+            last = native[-1] if native else None
+            if last is not None and last.get("role") == "tool" and "tool_responses" in last:
+                last["tool_responses"].append(response)
+                # AutoGen joins the results' text the same way
+                last["content"] = "\n\n".join(str(r["content"]) for r in last["tool_responses"])
+            else:
+                native.append(
+                    {
+                        "content": message.content,
+                        "tool_responses": [response],
+                        "role": "tool",
+                        "name": user_name,
+                    }
+                )
+        elif message.tool_calls:
+            entry: dict[str, Any] = {"content": message.content, "role": "assistant"}
+            calls = [c for c in message.tool_calls if c.id != FUNCTION_CALL_ID]
+            if calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in calls
+                ]
+            for c in message.tool_calls:
+                if c.id == FUNCTION_CALL_ID:
+                    entry["function_call"] = {"name": c.name, "arguments": c.arguments}
+            native.append(entry)
+        else:
+            default = user_name if message.role == "user" else assistant_name
+            native.append(
+                {"content": message.content, "role": message.role, "name": message.name or default}
+            )
+    return native
+
+
+def _mirrored(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The peer's copy of a message: user and assistant roles swap, tool results do not."""
+    swapped = {"user": "assistant", "assistant": "user"}
+    mirror = dict(message)
+    if "tool_calls" not in mirror and "function_call" not in mirror:
+        mirror["role"] = swapped.get(str(mirror.get("role")), mirror.get("role"))
+    return mirror

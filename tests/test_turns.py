@@ -1,0 +1,175 @@
+"""One turn mechanism: ``run_turn``'s ``Turn``, ``stream``'s events and ``send``'s reply agree."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agentsession import (
+    AsyncSessionManager,
+    InvalidInput,
+    Message,
+    OwnerMismatch,
+    SessionManager,
+)
+from agentsession.offline import offline_agent_factory, user_messages_seen
+from agentsession.turns import MessageEvent, Turn, TurnEnd, TurnEvent
+
+ADD = '/tool add {"a": 2, "b": 2}'
+
+
+def test_run_turn_returns_the_turn_as_a_sequence_of_its_messages(family: str) -> None:
+    with SessionManager(offline_agent_factory(family), "memory://") as manager:
+        session = manager.session()
+        turn = session.run_turn("hello")
+        assert isinstance(turn, Turn)
+        assert [m.role for m in turn] == ["user", "assistant"]
+        assert turn[-1] is turn.messages[-1] and len(turn) == 2
+        assert turn.reply == turn[-1].content and user_messages_seen(turn.reply) == 1
+        assert turn.speaker == "assistant"
+        assert not turn.replayed
+        assert list(session.history()) == list(turn)
+
+
+def test_agentchat_reports_the_model_usage_of_a_turn() -> None:
+    with SessionManager(offline_agent_factory("agentchat"), "memory://") as manager:
+        turn = manager.session().run_turn("hello there")
+    assert turn.usage is not None
+    assert turn.usage.prompt_tokens > 0 and turn.usage.completion_tokens > 0
+
+
+def test_stream_yields_every_message_in_order_then_the_turn(family: str, store_url: str) -> None:
+    async def run() -> tuple[list[TurnEvent], list[str | None]]:
+        async with AsyncSessionManager(offline_agent_factory(family), store_url) as manager:
+            session = manager.session()
+            await session.send("hello")
+            events = [event async for event in session.stream("what did I say earlier?")]
+            return events, [m.content for m in await session.history()]
+
+    events, stored = asyncio.run(run())
+    *messages, end = events
+    assert isinstance(end, TurnEnd)
+    assert all(isinstance(event, MessageEvent) for event in messages)
+    assert [e.message for e in messages if isinstance(e, MessageEvent)] == list(end.turn)
+    assert stored[2:] == [m.content for m in end.turn]
+    assert user_messages_seen(end.turn.reply) == 2
+
+
+def test_stream_and_send_store_the_same_transcript(family: str) -> None:
+    def transcript(streamed: bool) -> list[tuple[str, str | None, str | None]]:
+        with SessionManager(offline_agent_factory(family), "memory://") as manager:
+            session = manager.session()
+            for text in ("hello", "what did I say earlier?"):
+                if streamed:
+                    assert isinstance(list(session.stream(text))[-1], TurnEnd)
+                else:
+                    session.send(text)
+            return [(m.role, m.name, m.content) for m in session.history()]
+
+    assert transcript(streamed=True) == transcript(streamed=False)
+
+
+def test_a_streamed_tool_turn_reports_the_call_and_the_result() -> None:
+    from agentsession.offline.agentchat import build_agent
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with SessionManager(lambda: build_agent(tools=[add]), "memory://") as manager:
+        events = list(manager.session().stream(ADD))
+    kinds = [e.kind for e in events if isinstance(e, MessageEvent)]
+    assert kinds == ["message", "tool_call", "tool_result", "message"]
+    assert events[-1].to_dict()["type"] == "end"
+
+
+def test_a_reader_that_leaves_early_does_not_lose_the_turn(family: str) -> None:
+    async def run() -> int:
+        async with AsyncSessionManager(offline_agent_factory(family), "memory://") as manager:
+            session = manager.session()
+            events = session.stream("hello")
+            async for _ in events:
+                break  # the reader leaves after the first event
+            await events.aclose()  # type: ignore[attr-defined]
+            for _ in range(200):  # the turn goes on without its reader
+                if len(await session.history()) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            return len(await session.history())
+
+    assert asyncio.run(run()) == 2
+
+
+def test_sync_stream_over_the_loop_thread(family: str) -> None:
+    with SessionManager(offline_agent_factory(family), "memory://") as manager:
+        session = manager.session()
+        events = list(session.stream("hello"))
+        assert isinstance(events[-1], TurnEnd)
+        assert [e.message.role for e in events if isinstance(e, MessageEvent)] == [
+            "user",
+            "assistant",
+        ]
+        assert len(session.history()) == 2
+
+
+# -- history pages, undo, and messages recorded without a turn ------------------------------
+
+
+def test_history_pages_from_the_newest(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        for i in range(5):
+            session.send(f"message {i}")
+        everything = session.history()
+        assert session.history(limit=3) == everything[-3:]
+        assert session.history(limit=4, before=6) == everything[2:6]
+        assert session.history(limit=4, before=2) == everything[:2]
+        assert session.history(before=4) == everything[:4]
+        assert session.history(limit=0) == [] and session.history(limit=50) == everything
+        assert manager.session().history(limit=5) == []
+        with pytest.raises(InvalidInput):
+            session.history(limit=-1)
+
+
+def test_pop_turn_undoes_the_last_turn(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        session.send("keep me")
+        session.send("undo me")
+        removed = session.pop_turn()
+        assert removed[0].content == "undo me" and len(removed) == 2
+        assert session.history()[0].content == "keep me" and len(session.history()) == 2
+        reply = session.send("what did I say earlier?")
+        assert "undo me" not in reply and user_messages_seen(reply) == 2
+        assert manager.session().pop_turn() == []
+
+
+def test_pop_turn_takes_a_whole_tool_turn() -> None:
+    from agentsession.offline.agentchat import build_agent
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with SessionManager(lambda: build_agent(tools=[add]), "memory://") as manager:
+        session = manager.session()
+        session.send("hello")
+        session.send(ADD)
+        assert [m.role for m in session.pop_turn()] == ["user", "assistant", "tool", "assistant"]
+        assert len(session.history()) == 2
+
+
+def test_appended_messages_are_seen_by_the_next_turn(family: str, store_url: str) -> None:
+    with SessionManager(offline_agent_factory(family), store_url) as manager:
+        session = manager.session()
+        session.send("first")  # a live agent is cached...
+        session.append(
+            [Message("user", "seeded question"), Message("assistant", "a human answered")]
+        )
+        reply = session.send("what did I say earlier?")  # ...and rebuilt with the appended ones
+        assert user_messages_seen(reply) == 3 and "seeded question" in reply
+        manager.set_metadata(session.id, {}, owner="zoe")  # the first user binds it
+        with pytest.raises(OwnerMismatch):
+            manager.append(session.id, [Message("user", "x")], owner="yann")
+        with pytest.raises(OwnerMismatch):
+            manager.pop_turn(session.id, owner="yann")
+        assert len(session.history()) == 6
