@@ -16,6 +16,7 @@ from agentsession.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     MessageTooLarge,
+    OutcomeUnknown,
     OwnerMismatch,
     SessionBusy,
     StoreUnavailable,
@@ -72,6 +73,10 @@ class _Rule:
 
 # subclasses before their bases; 1013 = "try again later", 1009 = "message too big"
 ERROR_RULES: tuple[_Rule, ...] = (
+    _Rule(OutcomeUnknown, 503, "outcome_unknown",
+          "The conversation store stopped answering while saving: the message may or may not "
+          "have been recorded. Retrying with the same Idempotency-Key header is safe.", 1013,
+          logging.WARNING),
     _Rule(StoreUnavailable, 503, "store_unavailable",
           "The conversation store is unavailable; try again shortly.", 1013, logging.WARNING),
     _Rule(SessionBusy, 409, "session_busy",

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from itsdangerous import BadData, TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
+
+from agentsession.errors import InvalidSecretKey
 
 if TYPE_CHECKING:
     from ._session import AsyncRequestSession
@@ -24,8 +27,13 @@ MAX_AGE = 14 * 24 * 3600
 SecretKey = str | bytes | Iterable[str | bytes]
 """One key, or several (oldest first): the last one signs, every one verifies."""
 
+MIN_SECRET_BYTES = 32
+MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_hex(32))"'
+
 _SALT = "agentsession.session-id"
 _ID_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,128}")
+# id . timestamp . signature, each part in itsdangerous' unpadded URL-safe base64 alphabet
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{16,128}\.[A-Za-z0-9_-]{2,12}\.[A-Za-z0-9_-]{16,128}")
 _SAMESITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 
 
@@ -64,9 +72,11 @@ class IdConfig:
             parts.append(f"Max-Age={max_age}")
         if self.cookie_domain:
             parts.append(f"Domain={self.cookie_domain}")
-        if self.cookie_secure or (self.cookie_secure is None and https):
+        samesite = _SAMESITE[self.cookie_samesite.lower()]
+        # browsers drop a SameSite=None cookie that is not Secure, even over plain HTTP
+        if self.cookie_secure or (self.cookie_secure is None and https) or samesite == "None":
             parts.append("Secure")
-        parts += ["HttpOnly", f"SameSite={_SAMESITE[self.cookie_samesite.lower()]}"]
+        parts += ["HttpOnly", f"SameSite={samesite}"]
         return "; ".join(parts)
 
 
@@ -85,12 +95,8 @@ def cookie_value(cookie_header: str | None, name: str) -> str | None:
 class TokenSigner:
     """Signs ids with a timestamp (itsdangerous, as Flask signs its session cookie)."""
 
-    def __init__(self, secret_key: SecretKey, max_age: int | None) -> None:
-        keys = [secret_key] if isinstance(secret_key, (str, bytes)) else list(secret_key)
-        if not keys or not all(keys):
-            raise ValueError("agentsession needs a secret_key to sign conversation ids")
-        encoded = [key.encode() if isinstance(key, str) else key for key in keys]
-        self._signer = TimestampSigner(encoded, salt=_SALT)
+    def __init__(self, secret_key: SecretKey | None, max_age: int | None) -> None:
+        self._signer = TimestampSigner(secret_keys(secret_key), salt=_SALT)
         self.max_age = max_age
 
     def sign(self, session_id: str) -> str:
@@ -98,7 +104,13 @@ class TokenSigner:
 
     def unsign(self, token: str | None) -> str | None:
         """The id in ``token``; None if it is forged, tampered, expired or garbage."""
-        if not token or len(token) > 512:
+        if not token or not _TOKEN_SHAPE.fullmatch(token):
+            return None
+        _, timestamp, signature = token.split(".")
+        # itsdangerous decodes leniently ("==" appended, other values of the last character's
+        # unused bits, non-ASCII dropped): only the one encoding it produces is accepted, so
+        # one session has one token string (rate limits, logs and caches key on it)
+        if not (_canonical(timestamp, integer=True) and _canonical(signature)):
             return None
         try:
             value = self._signer.unsign(token, max_age=self.max_age).decode("ascii")
@@ -112,6 +124,36 @@ class TokenSigner:
                 error = error.__context__
             return None
         return value if _ID_SHAPE.fullmatch(value) else None
+
+
+def secret_keys(secret_key: SecretKey | None) -> list[bytes]:
+    """The signing keys as bytes (oldest first), or ``InvalidSecretKey`` saying how to fix it."""
+    how = f"Make one with: {MAKE_A_SECRET}"
+    if secret_key is None:
+        raise InvalidSecretKey(
+            "agentsession needs a secret_key to sign conversation ids, and got None "
+            f"(is the environment variable that should hold it set?). {how}"
+        )
+    keys = [secret_key] if isinstance(secret_key, (str, bytes)) else list(secret_key)
+    if not keys or not all(isinstance(key, (str, bytes)) and key for key in keys):
+        raise InvalidSecretKey(f"agentsession needs a secret_key to sign conversation ids. {how}")
+    encoded = [key.encode() if isinstance(key, str) else key for key in keys]
+    for key in encoded:
+        if len(key) < MIN_SECRET_BYTES:  # the key itself is never echoed
+            raise InvalidSecretKey(
+                f"agentsession's secret_key must be at least {MIN_SECRET_BYTES} bytes, and one "
+                f"of them is {len(key)}: anyone who guesses it can forge session tokens. {how}"
+            )
+    return encoded
+
+
+def _canonical(part: str, integer: bool = False) -> bool:
+    """Is ``part`` exactly what itsdangerous encodes (a timestamp: without leading zeros)?"""
+    try:
+        raw = base64_decode(part)
+    except BadData:
+        return False
+    return base64_encode(raw) == part.encode("ascii") and not (integer and raw[:1] == b"\0")
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,22 @@ from typing import Any, cast
 from flask import Flask, Request, Response, current_app, request
 from werkzeug.local import LocalProxy
 
+from agentsession.errors import InvalidSecretKey
 from agentsession.manager import DEFAULT_STORE_URL, AgentFactory, SessionManager
 from agentsession.stores import Store
 
 from ._errors import MAPPED_ERRORS, check_busy_status, error_answer
 from ._session import RequestSession
-from ._tokens import COOKIE_NAME, HEADER_NAME, MAX_AGE, IdConfig, SecretKey, SessionIds
+from ._tokens import (
+    COOKIE_NAME,
+    HEADER_NAME,
+    MAKE_A_SECRET,
+    MAX_AGE,
+    MIN_SECRET_BYTES,
+    IdConfig,
+    SecretKey,
+    SessionIds,
+)
 from .wsgi import ENVIRON_KEY, is_https, request_session
 
 EXTENSION = "agentsession"
@@ -119,7 +129,10 @@ class AgentSession:
         option = {name: app.config[config_key(name)] for name in self.defaults}
         secret = option["secret_key"] or app.secret_key
         if not secret:
-            raise ValueError("set app.secret_key or AGENTSESSION_SECRET_KEY to sign session ids")
+            raise InvalidSecretKey(
+                "set app.secret_key or AGENTSESSION_SECRET_KEY to sign session ids (a secret_key "
+                f"of at least {MIN_SECRET_BYTES} bytes). Make one with: {MAKE_A_SECRET}"
+            )
         engine_options = {k: option[k] for k in _ENGINE_OPTIONS if option[k] is not None}
         config = IdConfig(**{f.name: option[f.name] for f in dataclasses.fields(IdConfig)})
         app.extensions[EXTENSION] = _AppState(

@@ -18,7 +18,7 @@ from . import __version__
 from .errors import AgentSessionError
 from .manager import AsyncSessionManager, SessionManager
 from .offline import installed_family, offline_agent_factory, user_messages_seen
-from .stores import open_store
+from .stores import open_store, redact_url
 
 DEFAULT_STORE = "sqlite:///agentsession.db"
 
@@ -119,7 +119,7 @@ def _check_runtime(report: Report, store_url: str) -> None:
     if not durable:
         report.warn("memory:// keeps conversations in one process only: use sqlite:// or redis://")
     else:
-        report.ok(f"store {store_url.split('?')[0]} is durable across restarts and reloads")
+        report.ok(f"store {redact_url(store_url)} is durable across restarts and reloads")
 
 
 async def _check_store(report: Report, store_url: str) -> bool:
@@ -129,9 +129,9 @@ async def _check_store(report: Report, store_url: str) -> bool:
         await store.ping()
         await store.close()
     except Exception as exc:
-        report.fail(f"{store_url}: {exc}")
+        report.fail(f"{redact_url(store_url)}: {exc}")
         return False
-    report.ok(f"{store_url.split('?')[0]} answers")
+    report.ok(f"{redact_url(store_url)} answers")
     return True
 
 
@@ -187,7 +187,8 @@ def chat(args: argparse.Namespace) -> int:
     manager = SessionManager(offline_agent_factory(family), _store_url(args))
     session = manager.session(args.session)
     print(
-        f"session {session.id} ({family} family, offline model, store {_store_url(args)})", file=out
+        f"session {session.id} ({family} family, offline model, store {redact_url(_store_url(args))})",
+        file=out,
     )
     print("type a message; /history, /reset, /quit", file=out)
     try:
@@ -343,7 +344,7 @@ def store_init(args: argparse.Namespace) -> int:
             await store.close()
 
     asyncio.run(init())
-    print(f"{args.url.split('?')[0]} is ready", file=out)
+    print(f"{redact_url(args.url)} is ready", file=out)
     return 0
 
 

@@ -11,6 +11,10 @@ class ConfigurationError(AgentSessionError):
     """The library was configured in a way that cannot work."""
 
 
+class InvalidSecretKey(ConfigurationError, ValueError):
+    """The secret key that signs conversation ids is missing or too short to be safe."""
+
+
 class MissingDependency(ConfigurationError):
     """An optional dependency is not installed."""
 
@@ -63,6 +67,13 @@ class StoreError(AgentSessionError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached. Web adapters answer 503; retry later."""
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """The store stopped answering after a write was committed or sent: it may have landed.
+
+    Web adapters answer 503. A retry with the same idempotency key is safe.
+    """
 
 
 class CorruptRecord(StoreError):

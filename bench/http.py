@@ -32,6 +32,7 @@ POSTGRES_URL = os.environ.get(
     "AGENTSESSION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 DEADLINE_SECONDS = 60
+BENCH_KEY = "bench-http-secret-key-of-32-bytes-or-more"
 
 
 def _free_port() -> int:
@@ -149,7 +150,7 @@ def measure(quick: bool) -> list[Table]:
                 "/history",
             ),
         }
-        env_key = {"AGENTSESSION_SECRET_KEY": "bench-http", "SECRET_KEY": "bench-http"}
+        env_key = {"AGENTSESSION_SECRET_KEY": BENCH_KEY, "SECRET_KEY": BENCH_KEY}
         for server, (command, path, field, store_env, ready) in servers.items():
             for kind, url in stores.items():
                 port = _free_port()

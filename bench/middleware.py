@@ -20,7 +20,7 @@ REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0"
 POSTGRES_URL = os.environ.get(
     "AGENTSESSION_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
-SECRET = "bench-secret"
+SECRET = "bench-secret-key-of-at-least-32-bytes"
 
 
 def _asgi_request(app: Any, path: str, cookie: str | None) -> Callable[[], Any]:

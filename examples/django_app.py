@@ -1,4 +1,8 @@
-"""Django (through the WSGI middleware) + agentsession, in one file: ``python examples/django_app.py runserver``."""
+"""Django (through the WSGI middleware) + agentsession, in one file: ``python examples/django_app.py runserver``.
+
+Needs ``SECRET_KEY`` (32 bytes or more) in the environment; it refuses to start without one:
+``export SECRET_KEY="$(python -c 'import secrets; print(secrets.token_hex(32))')"``.
+"""
 
 import json
 import os
@@ -6,13 +10,17 @@ import sys
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
-from django.http import JsonResponse
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
+if not os.environ.get("SECRET_KEY"):  # never a default: a known key lets anyone forge ids
+    raise SystemExit(
+        "set SECRET_KEY first: python -c 'import secrets; print(secrets.token_hex(32))'"
+    )
 settings.configure(
     DEBUG=False,
-    SECRET_KEY=os.environ.get("SECRET_KEY", "change me"),
+    SECRET_KEY=os.environ["SECRET_KEY"],
     ROOT_URLCONF=__name__,
     ALLOWED_HOSTS=["*"],
     WSGI_APPLICATION=f"{__name__}.application",
@@ -25,8 +33,13 @@ from agentsession.offline import offline_agent_factory  # noqa: E402
 
 @csrf_exempt  # an API endpoint; the SameSite=Lax cookie keeps other sites from posting with it
 def chat(request):
-    session = request.environ[ENVIRON_KEY]
-    reply = session.send(json.loads(request.body)["message"])
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return HttpResponseBadRequest('send JSON: {"message": "..."}')
+    reply = request.environ[ENVIRON_KEY].send(body["message"])
     return JsonResponse({"reply": reply, "pid": os.getpid()})
 
 

@@ -1,4 +1,8 @@
-"""Starlette + agentsession: ``uvicorn examples.starlette_app:app``."""
+"""Starlette + agentsession: ``uvicorn examples.starlette_app:app``.
+
+Needs ``SECRET_KEY`` (32 bytes or more) in the environment; it refuses to start without one:
+``export SECRET_KEY="$(python -c 'import secrets; print(secrets.token_hex(32))')"``.
+"""
 
 import os
 
@@ -12,14 +16,24 @@ from agentsession import AsyncSessionManager
 from agentsession.adapters.asgi import AgentSessionMiddleware
 from agentsession.offline import offline_agent_factory
 
+SECRET_KEY = os.environ.get("SECRET_KEY")
+if not SECRET_KEY:  # never a default: a known key lets anyone forge ids
+    raise SystemExit(
+        "set SECRET_KEY first: python -c 'import secrets; print(secrets.token_hex(32))'"
+    )
 manager = AsyncSessionManager(
     offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
 )
 
 
 async def chat(request: Request) -> JSONResponse:
-    session = request.state.agent_session
-    reply = await session.send((await request.json())["message"])
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return JSONResponse({"detail": 'send JSON: {"message": "..."}'}, status_code=400)
+    reply = await request.state.agent_session.send(body["message"])
     return JSONResponse({"reply": reply, "pid": os.getpid()})
 
 
@@ -29,7 +43,7 @@ app = Starlette(
         Middleware(
             AgentSessionMiddleware,
             manager=manager,
-            secret_key=os.environ.get("SECRET_KEY", "change me"),
+            secret_key=SECRET_KEY,
         )
     ],
 )

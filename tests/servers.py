@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# the examples refuse to start without a SECRET_KEY
+EXAMPLE_SECRET = "an-example-secret-key-of-at-least-32-bytes"
 
 
 def free_port() -> int:
@@ -51,7 +53,7 @@ def server(
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            env={**os.environ, "PYTHONPATH": str(REPO), "SECRET_KEY": EXAMPLE_SECRET, **env},
             start_new_session=True,
         )
     process.log_path = str(log)  # type: ignore[attr-defined]

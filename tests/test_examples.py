@@ -13,14 +13,27 @@ from types import ModuleType
 
 import httpx
 import pytest
+from servers import EXAMPLE_SECRET
 
 from agentsession.offline import user_messages_seen
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NAMES = ["flask_app", "starlette_app", "fastapi_app", "django_app"]
 
 
-def load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ModuleType:
+def load(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secret: str | None = EXAMPLE_SECRET
+) -> ModuleType:
     monkeypatch.setenv("AGENTSESSION_STORE", f"sqlite:///{tmp_path / 'example.db'}")
+    if name == "django_app":  # settings.configure() runs once per process: undo it afterwards
+        from django.conf import settings
+        from django.utils.functional import empty
+
+        monkeypatch.setitem(settings.__dict__, "_wrapped", empty)
+    if secret is None:
+        monkeypatch.delenv("SECRET_KEY", raising=False)
+    else:
+        monkeypatch.setenv("SECRET_KEY", secret)
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -67,3 +80,46 @@ def test_wsgi_examples(
         if name == "flask_app":
             assert client.get("/history").json()["messages"][0] == "hello"
     assert user_messages_seen(reply) == 2 and "'hello'" in reply
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_example_without_a_secret_key_refuses_to_start(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip(name.removesuffix("_app"))
+    for missing in (None, ""):
+        with pytest.raises(SystemExit, match="SECRET_KEY") as caught:
+            load(name, monkeypatch, tmp_path, secret=missing)
+        assert "secrets.token_hex(32)" in str(caught.value)
+
+
+BAD_BODIES = [
+    {"content": b"not json", "headers": {"Content-Type": "application/json"}},
+    {"json": {}},
+    {"json": {"text": "the wrong field"}},
+    {"json": {"message": 42}},
+    {"json": ["message"]},
+    {"content": b""},
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_example_answers_a_bad_body_with_400(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip(name.removesuffix("_app"))
+    module = load(name, monkeypatch, tmp_path)
+    expected = 422 if name == "fastapi_app" else 400  # FastAPI's own status for a bad body
+
+    async def statuses() -> list[int]:
+        transport = httpx.ASGITransport(app=module.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+            return [(await client.post("/chat", **body)).status_code for body in BAD_BODIES]
+
+    if name in ("starlette_app", "fastapi_app"):
+        got = asyncio.run(statuses())
+    else:
+        app = module.app if name == "flask_app" else module.application
+        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://example") as c:
+            got = [c.post("/chat", **body).status_code for body in BAD_BODIES]
+    assert got == [expected] * len(BAD_BODIES)

@@ -15,6 +15,7 @@ from .base import (
     Store,
     StoredTurn,
     TurnKey,
+    redact_url,
 )
 
 # scheme -> "module:Class"; imported lazily so each backend's extra stays optional
@@ -41,7 +42,9 @@ def store_class(url: str) -> type[Store]:
     target = _REGISTRY.get(scheme)
     if target is None:
         known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
-        raise ConfigurationError(f"no store for URL scheme {scheme!r} in {url!r}; known: {known}")
+        raise ConfigurationError(
+            f"no store for URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
+        )
     module_name, _, class_name = target.partition(":")
     cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
     return cls
@@ -61,5 +64,6 @@ __all__ = [
     "StoredTurn",
     "TurnKey",
     "open_store",
+    "redact_url",
     "register_store",
 ]

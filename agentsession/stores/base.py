@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from ..errors import CorruptRecord, DecryptionError, StoreError, UnknownSchemaVersion
 from ..messages import Message
@@ -229,6 +229,48 @@ def _parse_all(texts: Sequence[str | bytes]) -> list[Any] | None:
     except ValueError:  # UnicodeDecodeError included
         return None
     return records if len(records) == len(texts) else None
+
+
+REDACTED = "***"
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "apikey", "api_key", "credential")
+_SECRET_NAMES = frozenset({"pwd", "pass", "auth", "sslpassword", "key"})
+
+
+def _is_secret_parameter(name: str) -> bool:
+    name = unquote_plus(name).strip().lower()
+    return name in _SECRET_NAMES or any(word in name for word in _SECRET_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown (errors, logs, the CLI): every credential replaced by ``***``.
+
+    The userinfo password (``postgresql://u:pw@h``, ``redis://:pw@h``, ``rediss://user:pw@h``)
+    and query parameters that carry secrets (``password``, ``passwd``, ``pwd``,
+    ``sslpassword``, ``token``, ``api_key``, …, in any case) are masked; the scheme, user, host,
+    port, path and other options stay, so the message still says which server it means. What
+    cannot be parsed is masked whole rather than shown.
+    """
+    try:
+        parts = urlsplit(url)
+        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    except ValueError:
+        return REDACTED
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
+    if port_text and not port_text.isdigit():  # not host:port: a password cut short by '#'…
+        netloc = REDACTED
+    pairs = []
+    for pair in parts.query.split("&") if parts.query else ():
+        name, eq, _ = pair.partition("=")
+        pairs.append(f"{name}={REDACTED}" if eq and _is_secret_parameter(name) else pair)
+    shown = f"{parts.scheme}:" if parts.scheme else ""
+    if url[len(shown) : len(shown) + 2] == "//":  # kept even when empty: sqlite:///, unix:///
+        shown += f"//{netloc}"
+    shown += parts.path + (f"?{'&'.join(pairs)}" if pairs else "")
+    # no store reads a fragment: whatever follows a '#' is most likely a cut password
+    return shown + (f"#{REDACTED}" if parts.fragment else "")
 
 
 def take_url_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:

@@ -16,9 +16,9 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
+    ConfigurationError,
     ConflictError,
     LeaseLost,
     MissingDependency,
@@ -37,6 +37,7 @@ from .base import (
     Store,
     StoredTurn,
     TurnKey,
+    redact_url,
     take_url_options,
 )
 
@@ -275,23 +276,36 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        url: str = "redis://127.0.0.1:6379/0",
+        url: str | None = None,
         *,
         prefix: str = "agentsession:",
         socket_timeout: float = 5.0,
+        client: aioredis.Redis | None = None,
         **options: Any,
     ) -> None:
+        """``url`` (default ``redis://127.0.0.1:6379/0``), or ``client``: a ``redis.asyncio.Redis``
+        the application already has. The store uses that client as configured (its timeouts and
+        retries) and leaves it open on ``close()``: whoever made it closes it."""
         super().__init__(**options)
         self.prefix = prefix
-        self._display = _without_password(url)
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=min(socket_timeout, 2.0),
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        if client is not None:
+            if url is not None:
+                raise ConfigurationError("give RedisStore a url or a client, not both")
+            self._display = _describe(client)
+            self.client = client
+            self._owns_client = False
+        else:
+            url = url or "redis://127.0.0.1:6379/0"
+            self._display = redact_url(url)
+            self.client = aioredis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=min(socket_timeout, 2.0),
+                health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+            self._owns_client = True
         self._append = self.client.register_script(_APPEND)
         self._create = self.client.register_script(_CREATE)
         self._bump_script = self.client.register_script(_BUMP)
@@ -635,7 +649,26 @@ class RedisStore(Store):
         return [key async for key in self.client.scan_iter(match=pattern, count=1000)]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._owns_client:  # a client the application passed in stays open
+            await self.client.aclose()
+
+
+def _describe(client: Any) -> str:
+    """A client given to the store: where it points, for messages (never its password)."""
+    if not isinstance(client, aioredis.Redis):
+        raise ConfigurationError(
+            f"RedisStore(client=...) needs a redis.asyncio.Redis, not {type(client).__name__} "
+            "(agentsession's engine is async; the sync redis.Redis would block it)"
+        )
+    kwargs = client.connection_pool.connection_kwargs
+    if kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            "RedisStore(client=...) needs a client made without decode_responses=True "
+            "(stored records are read as bytes)"
+        )
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 def _glob_escape(text: str) -> str:
@@ -644,13 +677,3 @@ def _glob_escape(text: str) -> str:
 
 def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else ""
-        )
-        parts = parts._replace(netloc=netloc)
-    return urlunsplit(parts._replace(query=""))

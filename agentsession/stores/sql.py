@@ -5,28 +5,33 @@ messages (one row per message, primary key (session_id, seq)), leases and schema
 transaction per turn; the version check in the ``UPDATE`` fences a writer whose lease was
 lost. SQLAlchemy's sync engine runs in worker threads (``asyncio.to_thread``), with a
 connection pool that drops dead connections and retries once, so the app reconnects by itself
-after a server restart.
+after a server restart. Every wait for the server is bounded (``?timeout=``, see
+``_sql_timeouts``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
+    ConfigurationError,
     ConflictError,
     LeaseLost,
     MissingDependency,
+    OutcomeUnknown,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
+from ._sql_timeouts import GRACE, WATCHDOG, Watch, connect_args
 from .base import (
     JOURNAL_TTL,
     TURN_KEY_TTL,
@@ -39,6 +44,7 @@ from .base import (
     StoredTurn,
     TurnKey,
     page_bounds,
+    redact_url,
     take_url_options,
 )
 
@@ -54,6 +60,8 @@ T = TypeVar("T")
 log = logging.getLogger("agentsession")
 
 SQL_SCHEMA_VERSION = 1
+DEFAULT_TIMEOUT = 5.0
+"""Seconds a call waits for the server (``?timeout=``) before ``StoreUnavailable``."""
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
@@ -98,29 +106,63 @@ class SQLStore(Store):
 
     def __init__(
         self,
-        url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        url: str | None = None,
         *,
         table_prefix: str = "agentsession_",
         pool_size: int = 5,
         connect_timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        engine: sa.Engine | None = None,
         **options: Any,
     ) -> None:
+        """``url`` (a SQLAlchemy URL, default the local test database), or ``engine``: a
+        SQLAlchemy ``Engine`` the application already has. The store uses that engine's pool and
+        connect arguments as they are and leaves it alone on ``close()``; ``timeout`` still bounds
+        each PostgreSQL call, but PyMySQL's socket timeouts are the engine's own to set."""
         super().__init__(**options)
+        if not timeout > 0:
+            raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}")
         self.table_prefix = table_prefix
-        self._display = _without_password(url)
-        connect_args = {"connect_timeout": int(max(1, connect_timeout))}
-        self.engine = sa.create_engine(
-            url,
-            pool_size=pool_size,
-            # no pre-ping round trip per checkout: a dead connection is retried once instead
-            pool_pre_ping=False,
-            # every use is inside engine.begin(), which commits or rolls back: a reset on
-            # return to the pool would only add a ROLLBACK round trip to each call
-            pool_reset_on_return=None,
-            pool_recycle=1800,
-            connect_args=connect_args,
-        )
+        self.timeout = timeout
+        self._owns_engine = engine is None
+        if engine is not None:
+            if url is not None:
+                raise ConfigurationError("give SQLStore a url or an engine, not both")
+            if not isinstance(engine, sa.Engine):
+                raise ConfigurationError(
+                    f"SQLStore(engine=...) needs a sqlalchemy.Engine (create_engine), not "
+                    f"{type(engine).__name__}: agentsession runs the sync engine in worker threads"
+                )
+            if engine.dialect.name not in ("postgresql", *_MYSQL):
+                raise ConfigurationError(
+                    f"SQLStore supports PostgreSQL and MySQL/MariaDB, not {engine.dialect.name}"
+                )
+            self._display = redact_url(engine.url.render_as_string(hide_password=False))
+            self.engine = engine
+        else:
+            url = url or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+            self._display = redact_url(url)
+            parsed = sa.engine.make_url(url)
+            postgres = parsed.get_backend_name() in ("postgresql", "postgres")
+            self.engine = sa.create_engine(
+                url,
+                pool_size=pool_size,
+                pool_timeout=timeout,  # every pooled connection busy: wait no longer than a call
+                # no pre-ping round trip per checkout: a dead connection is retried once instead
+                pool_pre_ping=False,
+                # every use is inside engine.begin(), which commits or rolls back: a reset on
+                # return to the pool would only add a ROLLBACK round trip to each call
+                pool_reset_on_return=None,
+                pool_recycle=1800,
+                connect_args=connect_args(
+                    "postgresql" if postgres else "mysql",
+                    dict(parsed.query),
+                    timeout,
+                    connect_timeout,
+                ),
+            )
         self.dialect = self.engine.dialect.name
+        sa.event.listen(self.engine, "before_cursor_execute", _note_write)
         metadata = sa.MetaData()
         text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
         key = _Key(128)  # the engine's MAX_SESSION_ID_LENGTH
@@ -188,7 +230,14 @@ class SQLStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
-        rest, own = take_url_options(url, ("table_prefix", "ttl"))
+        rest, own = take_url_options(url, ("table_prefix", "ttl", "timeout"))
+        if "timeout" in own:
+            try:
+                own["timeout"] = float(own["timeout"])
+            except ValueError:
+                raise ConfigurationError(
+                    f"?timeout= takes seconds, not {own['timeout']!r} (in {redact_url(url)})"
+                ) from None
         parts = urlsplit(rest)
         scheme = parts.scheme if "+" in parts.scheme else _DRIVERS.get(parts.scheme, parts.scheme)
         return cls(urlunsplit(parts._replace(scheme=scheme)), **{**own, **options})
@@ -238,16 +287,26 @@ class SQLStore(Store):
         """
         attempts = 4
         for attempt in range(1, attempts + 1):
+            committing = False
+            timed_out = False
             try:
                 if not self._ready:
                     self._create_tables()
-                with self.engine.connect() as conn:
+                _writes.sent = False
+                with self.engine.connect() as conn, self._bounded(conn) as watch:
                     if snapshot and self.dialect == "postgresql":
                         conn = conn.execution_options(isolation_level="REPEATABLE READ")
-                    with conn.begin():
-                        return fn(conn)
+                    try:
+                        with conn.begin():
+                            result = fn(conn)
+                            committing = True  # the COMMIT goes out as this block ends
+                        return result
+                    finally:
+                        timed_out = watch is not None and watch.fired
             except sa_exc.DBAPIError as exc:
                 last = attempt == attempts
+                timed_out = timed_out or _timed_out(exc)
+                lost = timed_out or exc.connection_invalidated
                 # the transaction rolled back whole, so running it again is safe: a deadlock
                 # victim (concurrent inserts take gap locks on MariaDB), or a pooled connection
                 # that died with a server restart (the pool has dropped it). A retried write is
@@ -256,6 +315,19 @@ class SQLStore(Store):
                     log.debug("%s: deadlock victim, retrying (%s)", self._display, exc.orig)
                     time.sleep(0.01 * attempt)
                     continue
+                if committing and lost and _writes.sent:
+                    # the COMMIT of a write was sent and no answer came: it may have landed
+                    raise OutcomeUnknown(
+                        f"{self.dialect} at {self._display} stopped answering while committing "
+                        "a write: the turn (or other change) may or may not have been recorded. "
+                        "A retry with the same idempotency key (send(..., idempotency_key=...), "
+                        "or the Idempotency-Key header through the adapters) is safe."
+                    ) from exc
+                if timed_out:  # a server that stopped answering: a retry would wait again
+                    raise StoreUnavailable(
+                        f"{self.dialect} at {self._display} did not answer within "
+                        f"{self.timeout:g} s: {exc.orig}"
+                    ) from exc
                 if exc.connection_invalidated and attempt == 1:
                     log.info("%s: a pooled connection died, retrying on a new one", self._display)
                     continue
@@ -267,6 +339,23 @@ class SQLStore(Store):
                     ) from exc
                 raise
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _bounded(self, conn: Connection) -> Iterator[Watch | None]:
+        """Bound the call on ``conn``: PyMySQL's socket timeouts do it; psycopg needs a watch."""
+        if self.dialect != "postgresql":
+            yield None
+            return
+        try:
+            fd = conn.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+        except Exception:  # no socket: the call fails by itself, unbounded waits impossible
+            yield None
+            return
+        watch = WATCHDOG.watch(fd, self.timeout + GRACE)
+        try:
+            yield watch
+        finally:
+            WATCHDOG.done(watch)
 
     def _cutoff(self) -> float:
         return 0.0 if self.ttl is None else time.time() - self.ttl  # MySQL has no -inf
@@ -780,7 +869,10 @@ class SQLStore(Store):
         self._ready = False
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.engine.dispose)
+        # an engine the application passed in stays open (its _note_write listener only sets
+        # a thread-local flag, and another store may share the engine)
+        if self._owns_engine:
+            await asyncio.to_thread(self.engine.dispose)
 
 
 class _HotPath:
@@ -862,13 +954,24 @@ def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
     return bool(args) and args[0] in (1050, 1061)  # MySQL: table exists, duplicate key name
 
 
+_writes = threading.local()
+"""``sent``: the current call's transaction has sent a statement that writes."""
+
+
+def _note_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+        _writes.sent = True
+
+
+def _timed_out(exc: sa_exc.DBAPIError) -> bool:
+    """Did a PyMySQL socket timeout (``read_timeout``/``write_timeout``) end the call?"""
+    cause = exc.orig.__cause__ or exc.orig.__context__ if exc.orig is not None else None
+    return isinstance(cause, TimeoutError)
+
+
 def _is_deadlock(exc: sa_exc.DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "sqlstate", None) in ("40P01", "40001"):  # PostgreSQL
         return True
     args: Any = getattr(orig, "args", ())
     return bool(args) and args[0] in (1213, 1205)  # MySQL/MariaDB: deadlock, lock wait timeout
-
-
-def _without_password(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)

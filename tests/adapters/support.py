@@ -24,7 +24,7 @@ from agentsession.offline import installed_family, offline_agent_factory
 
 T = TypeVar("T")
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-of-at-least-32-bytes"
 ADAPTERS = ["starlette", "fastapi", "wsgi", "flask"]
 _NEEDS = {"starlette": "starlette", "fastapi": "fastapi", "wsgi": "werkzeug", "flask": "flask"}
 ENGINE_OPTIONS = ("lock_timeout", "max_message_bytes", "max_messages")

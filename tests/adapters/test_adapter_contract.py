@@ -296,14 +296,41 @@ def test_secure_follows_the_scheme_unless_set(
 
 
 def test_sliding_expiry_and_key_rotation(make: MakeHarness) -> None:
-    old = make(secret_key="old-key")
+    old = make(secret_key="an-old-secret-key-of-32-bytes-or-more")
     client = old.client()
     client.say("signed with the old key")
     token = client.cookies["agentsession"]
-    rotated = make(old.store, secret_key=["old-key", SECRET])
+    rotated = make(old.store, secret_key=["an-old-secret-key-of-32-bytes-or-more", SECRET])
     again = rotated.client(cookies={"agentsession": token})
     response = again.say("verified with the old key")
     assert seen(response) == 2
     new_token = cookie_token(response)  # re-signed on use (sliding expiry), with the newest key
     assert new_token is not None and new_token != token
     assert TimestampSigner(SECRET, salt=SALT).validate(new_token)
+
+
+@pytest.mark.parametrize("carrier", ["cookie", "header"])
+def test_a_non_canonical_token_is_not_the_session(make: MakeHarness, carrier: str) -> None:
+    """``token + "=="``, a non-ASCII character, another last digit: each is a fresh session."""
+    from test_core import non_canonical
+
+    harness = make()
+    victim = harness.client()
+    victim_id = victim.say("the victim's secret").json()["id"]
+    token = victim.cookies["agentsession"]
+    for name, variant in non_canonical(token).items():
+        if not harness.asgi and not variant.isascii():
+            continue  # httpx's WSGI transport cannot send it; the signer's own test covers it
+        if carrier == "cookie":
+            other = harness.client(headers={"Cookie": f"agentsession={variant}".encode()})
+        else:
+            other = harness.client(headers={"X-Agent-Session": variant.encode()})
+        response = other.say("what did I say earlier?")
+        assert response.status_code == 200, (name, response.text)
+        assert seen(response) == 1 and response.json()["id"] != victim_id, name
+
+
+def test_samesite_none_cookies_are_secure_over_plain_http(make: MakeHarness) -> None:
+    harness = make(cookie_samesite="none")
+    cookie = set_cookies(harness.client(https=False).say("hello"))[0].split("; ")
+    assert "SameSite=None" in cookie and "Secure" in cookie  # browsers drop it otherwise

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 from itsdangerous import TimestampSigner
+from itsdangerous.encoding import base64_decode, base64_encode
 from support import SECRET, counted, factory, store_calls
 
 from agentsession import AsyncSessionManager, SessionManager, open_store
@@ -19,6 +21,7 @@ from agentsession.errors import (
     ConflictError,
     ConversationFull,
     CorruptRecord,
+    InvalidSecretKey,
     MessageTooLarge,
     SessionBusy,
     StoreUnavailable,
@@ -27,6 +30,7 @@ from agentsession.errors import (
 from agentsession.offline import user_messages_seen
 
 ID = "0123456789abcdef0123456789abcdef01234567"
+OTHER = "another-secret-key-of-32-bytes-or-more"
 
 
 def test_signer_round_trip_and_refusals() -> None:
@@ -36,7 +40,7 @@ def test_signer_round_trip_and_refusals() -> None:
     assert signer.unsign(None) is None and signer.unsign("") is None
     assert signer.unsign(ID) is None  # an unsigned id
     assert signer.unsign("x" * 5000) is None
-    assert TokenSigner("other", max_age=60).unsign(token) is None
+    assert TokenSigner(OTHER, max_age=60).unsign(token) is None
     # validly signed, but not shaped like an id: never handed to a store
     weird = TimestampSigner(SECRET, salt="agentsession.session-id").sign("../x").decode()
     assert signer.unsign(weird) is None
@@ -50,8 +54,8 @@ def test_signer_expiry_and_key_rotation() -> None:
     old_token = Old(SECRET, salt="agentsession.session-id").sign(ID).decode()
     assert TokenSigner(SECRET, max_age=60).unsign(old_token) is None
     assert TokenSigner(SECRET, max_age=None).unsign(old_token) == ID  # a session cookie
-    rotated = TokenSigner(["old", SECRET], max_age=None)
-    assert rotated.unsign(TokenSigner("old", None).sign(ID)) == ID
+    rotated = TokenSigner([OTHER, SECRET], max_age=None)
+    assert rotated.unsign(TokenSigner(OTHER, None).sign(ID)) == ID
     assert TokenSigner(SECRET, None).unsign(rotated.sign(ID)) == ID  # the newest key signs
     for missing in ("", [], [SECRET, ""]):
         with pytest.raises(ValueError, match="secret_key"):
@@ -259,3 +263,63 @@ def test_the_request_session_pages_undoes_and_appends() -> None:
         assert len(await manager.history(old)) == 5
 
     asyncio.run(run())
+
+
+def non_canonical(token: str) -> dict[str, str]:
+    """Strings that itsdangerous' lenient base64 decodes to the same signed id as ``token``."""
+    signature = token.rsplit(".", 1)[1]
+    raw = base64_decode(signature)
+    twins = [
+        token[:-1] + digit
+        for digit in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        if digit != token[-1] and base64_decode(signature[:-1] + digit) == raw
+    ]
+    assert twins, "a 20-byte signature leaves slack bits in its last base64 digit"
+    return {
+        "padded": token + "==",
+        "one pad": token + "=",
+        "non-ascii appended": token + "\u00e9",
+        "non-ascii inside": token[:-3] + "\u00e9" + token[-3:],
+        **{f"last digit {twin[-1]}": twin for twin in twins},
+    }
+
+
+def test_only_the_canonical_token_verifies() -> None:
+    signer = TokenSigner(SECRET, max_age=60)
+    token = signer.sign(ID)
+    assert signer.unsign(token) == ID
+    lenient = TimestampSigner(SECRET, salt="agentsession.session-id")
+    for name, variant in non_canonical(token).items():
+        assert lenient.unsign(variant, max_age=60).decode() == ID, name  # what main accepted
+        assert signer.unsign(variant) is None, name
+    # a timestamp with a leading zero byte decodes to the same time
+    value, timestamp, _ = token.split(".")
+    padded_time = base64_encode(b"\0" + base64_decode(timestamp)).decode()
+    resigned = lenient.get_signature(f"{value}.{padded_time}".encode()).decode()
+    assert lenient.unsign(f"{value}.{padded_time}.{resigned}").decode() == ID
+    assert signer.unsign(f"{value}.{padded_time}.{resigned}") is None
+
+
+@pytest.mark.parametrize("missing", [None, "", [], [SECRET, ""], [SECRET, None]])
+def test_a_missing_secret_key_says_so(missing: Any) -> None:
+    with pytest.raises(InvalidSecretKey, match="needs a secret_key") as caught:
+        TokenSigner(missing, None)
+    assert isinstance(caught.value, ValueError)  # what callers caught before
+    assert "secrets.token_hex(32)" in str(caught.value)
+
+
+@pytest.mark.parametrize("short", ["change me", b"x" * 31, [SECRET, "old"]])
+def test_a_short_secret_key_is_refused(short: Any) -> None:
+    with pytest.raises(InvalidSecretKey, match="at least 32 bytes") as caught:
+        TokenSigner(short, None)
+    assert "secrets.token_hex(32)" in str(caught.value)
+    assert "change me" not in str(caught.value) and "'old'" not in str(caught.value)  # not echoed
+    assert TokenSigner("é" * 16, None).sign(ID)  # 32 bytes of UTF-8
+
+
+def test_samesite_none_is_always_secure() -> None:
+    config = IdConfig(cookie_samesite="none")
+    for https in (False, True):
+        parts = config.set_cookie("t", https=https).split("; ")
+        assert "Secure" in parts and "SameSite=None" in parts
+        assert "Secure" in config.expire_cookie(https=https).split("; ")

@@ -12,6 +12,7 @@ from flask import Blueprint, Flask, g, request
 from support import SECRET, factory
 
 from agentsession.adapters.flask import AgentSession, current_session
+from agentsession.errors import InvalidSecretKey
 from agentsession.offline import user_messages_seen
 
 chat = Blueprint("chat", __name__, url_prefix="/bp")
@@ -82,6 +83,23 @@ def test_secret_key_and_factory_are_required() -> None:
     extension = AgentSession(app, factory=factory(), store="memory://")
     with pytest.raises(RuntimeError, match="already"):
         extension.init_app(app)
+
+
+def test_a_missing_or_short_secret_key_is_a_clear_error() -> None:
+    unset = Flask(__name__)
+    unset.config["AGENTSESSION_SECRET_KEY"] = None  # os.environ.get() of an unset variable
+    with pytest.raises(InvalidSecretKey, match="AGENTSESSION_SECRET_KEY") as caught:
+        AgentSession(unset, factory=factory(), store="memory://")
+    assert "secrets.token_hex(32)" in str(caught.value)
+    for short in ("dev", b"0123456789"):
+        app = Flask(__name__)
+        app.secret_key = short
+        with pytest.raises(InvalidSecretKey, match="at least 32 bytes"):
+            AgentSession(app, factory=factory(), store="memory://")
+    app = Flask(__name__)
+    app.config["AGENTSESSION_SECRET_KEY"] = "tiny"
+    with pytest.raises(ValueError, match="at least 32 bytes"):  # InvalidSecretKey is a ValueError
+        AgentSession(app, factory=factory(), store="memory://")
 
 
 def test_current_session_needs_a_request() -> None:
