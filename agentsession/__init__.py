@@ -29,6 +29,7 @@ from .errors import (
     UnsupportedAgent,
     UnsupportedVersion,
 )
+from .families._team import rename_speakers
 from .manager import (
     MAX_SESSION_ID_LENGTH,
     AsyncSession,
@@ -76,4 +77,5 @@ __all__ = [
     "check_session_id",
     "new_session_id",
     "open_store",
+    "rename_speakers",
 ]

@@ -168,7 +168,10 @@ def select_next_speaker(history: Sequence[Message]) -> str | None:
     entries: list[tuple[str | None, str]] = [
         (m.name, m.content or "")
         for m in history
-        if m.role != "system" and m.content is not None and not _SELECT.search(m.content)
+        if m.role in ("user", "assistant")
+        and not m.tool_calls
+        and m.content is not None
+        and not _SELECT.search(m.content)
     ]
     embedded = _CONVERSATION.search(prompt)
     if embedded:
