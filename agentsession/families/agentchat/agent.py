@@ -63,6 +63,8 @@ class AgentChatDriver(Driver):
         )
 
         added = await self._added_since(context, start, anchor)
+        if getattr(self.agent, "_memory", None):
+            added = self._forget_injections(context, start, added)
         reply = getattr(response.chat_message, "content", None)
         if isinstance(reply, str) and not _ends_with_assistant_text(added):
             # Without reflect_on_tool_use (or on a handoff) the reply is a summary the model never
@@ -75,6 +77,18 @@ class AgentChatDriver(Driver):
         for message in messages:
             emit(MessageEvent(message))
         return Turn(tuple(messages), usage=_usage(response))
+
+    def _forget_injections(
+        self, context: ChatCompletionContext, start: int, added: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Drop the ``SystemMessage``s ``memory=`` injected this turn: the memory is the
+        agent's configuration, queried again every turn, not conversation. AutoGen writes each
+        turn's injection into the context, so without this a conversation would hold one copy
+        per turn and a rebuilt agent would see them all."""
+        live = _message_list(context)
+        if live is not None and len(live) >= start:
+            live[start:] = [m for m in live[start:] if type(m).__name__ != "SystemMessage"]
+        return [m for m in added if m.get("type") != "SystemMessage"]
 
     async def export_history(self) -> list[Message]:
         await self._baseline()

@@ -68,7 +68,10 @@ class AgentChatTeamDriver(Driver):
                 "and single AssistantAgents. MagenticOneGroupChat is not supported: its "
                 "orchestrator keeps a task ledger that agentsession does not persist"
             )
-        participants = list(getattr(team, "_participants", ()))
+        # GraphFlow 0.5 adds its own stop agent, which keeps no conversation
+        participants = [
+            p for p in getattr(team, "_participants", ()) if type(p).__name__ != "_StopAgent"
+        ]
         for participant in participants:
             if not isinstance(participant, AssistantAgent):
                 raise UnsupportedAgent(
@@ -103,6 +106,8 @@ class AgentChatTeamDriver(Driver):
             messages = _message_list(member.model_context)
             if messages is not None:
                 starts[name] = (len(messages), messages[-1] if messages else None)
+        if self.kind == "GraphFlow" and self._log:
+            await self._restart_finished_graph()
         task = TextMessage(content=text, source=sender)
         added: list[Message] = []
         reader = _StreamReader(set(self.members), sender)
@@ -132,10 +137,20 @@ class AgentChatTeamDriver(Driver):
                     added.append(message)
                     emit(MessageEvent(message))
         except Exception as exc:
+            failing = self._failing_member(starts) or f"the speaker after {speaker}"
+            cause = str(exc).split("\nTraceback", 1)[0]  # AutoGen appends the whole traceback
             raise FamilyError(
-                f"the {self.kind} turn failed while {speaker!r} was speaking: "
-                f"{type(exc).__name__}: {exc}"
+                f"the {self.kind} turn failed while {failing!r} was speaking: "
+                f"{type(exc).__name__}: {cause}"
             ) from exc
+        if stop_reason is None:
+            # a team only stops without a reason when a participant failed: 0.4.x logs the
+            # error (logger autogen_core) and ends the run instead of raising it
+            failing = self._failing_member(starts) or f"the speaker after {speaker}"
+            raise FamilyError(
+                f"the {self.kind} turn stopped with no stop reason while {failing!r} was "
+                "speaking: the participant failed (its error is logged by autogen_core)"
+            )
         if len(added) < 2:
             raise FamilyError(
                 f"the {self.kind} turn ended before any participant spoke "
@@ -144,10 +159,23 @@ class AgentChatTeamDriver(Driver):
         begin = len(self._log)
         self._log.extend(added)
         await self._settle_contexts(begin, starts)
+        if self.kind == "GraphFlow":
+            await self._forget_stop_messages()
         record = team_record(self.kind, await self._manager_state())
         recorded = with_record(added, record)
         self._log[-1] = recorded[-1]
         return Turn(recorded, stop_reason=stop_reason, usage=usage)
+
+    def _failing_member(self, starts: Mapping[str, tuple[int, object]]) -> str | None:
+        """The member that was about to answer when the turn failed: its context took the
+        thread in (it grew) but ends with no reply of its own."""
+        for name, member in self.members.items():
+            messages = _message_list(member.model_context)
+            start = starts.get(name, (0, None))[0]
+            grew = messages is not None and len(messages) > start
+            if grew and type(messages[-1]).__name__ in ("UserMessage", "SystemMessage"):  # type: ignore[index]
+                return str(name)
+        return None
 
     async def export_history(self) -> list[Message]:
         return list(self._log)
@@ -193,6 +221,29 @@ class AgentChatTeamDriver(Driver):
                 view = view_for(name, self._log[self._covered[name] : end])
                 messages[start:] = _llm_messages(to_native(view, self.version, name))
             self._covered[name] = end
+
+    async def _forget_stop_messages(self) -> None:
+        """GraphFlow 0.5 ends a graph by letting its stop agent speak; that stop message sits in
+        every participant's buffer and would reach its model next turn. It is no conversation
+        (a rebuilt team has none): drop it."""
+        from autogen_core import AgentId
+
+        team: Any = self.agent
+        for participant, topic in zip(
+            team._participants, team._participant_topic_types, strict=False
+        ):
+            if participant.name not in self.members:
+                continue
+            agent_id = AgentId(type=topic, key=team._team_id)
+            container = await team._runtime.try_get_underlying_agent_instance(agent_id)
+            buffer = getattr(container, "_message_buffer", None)
+            if isinstance(buffer, list):
+                buffer[:] = [
+                    m
+                    for m in buffer
+                    if getattr(m, "source", None) in self.members
+                    or type(m).__name__ != "StopMessage"
+                ]
 
     async def _manager(self) -> Any:
         from autogen_core import AgentId
@@ -258,33 +309,63 @@ class AgentChatTeamDriver(Driver):
         return {}
 
     def _repaired_graph_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Validate a GraphFlow manager state and repair a stalled one (microsoft/autogen#7043:
-        an interrupted graph saves ``remaining`` work with an empty ``ready`` queue, and resumes
-        by ending at once). Node names the graph lacks raise ``TeamMismatch``."""
-        if "ready" not in state:
-            return state  # 0.5.x keeps another layout (active_nodes …): taken as it is
+        """Validate a GraphFlow manager state and restart a graph that cannot go on.
+
+        From 0.6 an interrupted graph can save ``remaining`` work with an empty ``ready``
+        queue and then resume by ending at once (microsoft/autogen#7043; the fix PRs #7220 and
+        #7916 are unmerged): it is restarted at its start nodes. 0.5 never restarts a finished
+        graph (nothing pending, nothing active), so its next task would end at once too: the
+        same restart. Node names the graph lacks raise ``TeamMismatch``.
+        """
         graph = getattr(self.agent, "_graph", None)
-        nodes = set(getattr(graph, "nodes", {}) or self.members)
-        named = set(state.get("ready") or ()) | set(state.get("remaining") or {})
+        if graph is None:
+            return state
+        nodes = set(graph.nodes)
+        if "ready" in state:
+            named = set(state.get("ready") or ()) | set(state.get("remaining") or {})
+        else:
+            named = set(state.get("pending_execution") or {}) | set(state.get("active_nodes") or ())
         unknown = sorted(str(n) for n in named - nodes)
         if unknown:
             raise TeamMismatch(unknown, sorted(nodes))
-        if state.get("ready") or graph is None:
-            return state
-        logger.warning(
-            "the stored GraphFlow state has no ready node (microsoft/autogen#7043); "
-            "restarting the graph at its start nodes"
-        )
-        repaired = dict(state)
-        repaired["ready"] = sorted(graph.get_start_nodes())
-        repaired["remaining"] = {
-            target: dict(groups) for target, groups in graph.get_remaining_map().items()
-        }
-        repaired["enqueued_any"] = {
-            target: dict.fromkeys(groups, False)
-            for target, groups in (state.get("enqueued_any") or {}).items()
-        }
-        return repaired
+        starts = sorted(graph.get_start_nodes())
+        if "ready" in state and not state["ready"]:
+            logger.warning(
+                "the GraphFlow state has no ready node (microsoft/autogen#7043); "
+                "restarting the graph at its start nodes"
+            )
+            return {
+                **state,
+                "ready": starts,
+                "remaining": {t: dict(g) for t, g in graph.get_remaining_map().items()},
+                "enqueued_any": {
+                    t: dict.fromkeys(g, False) for t, g in (state.get("enqueued_any") or {}).items()
+                },
+            }
+        if (
+            "pending_execution" in state
+            and not state["pending_execution"]
+            and not state.get("active_nodes")
+        ):
+            return {
+                **state,
+                "active_nodes": [],
+                "pending_execution": {node: [] for node in starts},
+                "active_node_count": dict.fromkeys(nodes, 0),
+                "default_start_executed": False,
+            }
+        return state
+
+    async def _restart_finished_graph(self) -> None:
+        """Before a GraphFlow turn: a finished graph (0.5) starts again for the new task."""
+        state = await self._manager_state()
+        repaired = self._repaired_graph_state(state)
+        if repaired is state:
+            return
+        manager = await self._manager()
+        thread = manager._message_thread
+        await manager.load_state({**repaired, "message_thread": []})
+        manager._message_thread = thread
 
 
 class _StreamReader:
