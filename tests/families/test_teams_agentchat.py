@@ -378,6 +378,34 @@ def test_memory_injections_are_not_stored_for_team_members(durable_store_url: st
     assert seen == [1, 1, 1, 1]  # each turn, the cached team's and the rebuilt one's: one copy
 
 
+@pytest.mark.skipif(not HAS_MEMORY, reason="AssistantAgent(memory=...) arrived after 0.4.2")
+def test_memory_injections_are_not_stored_for_a_single_agent(durable_store_url: str) -> None:
+    from autogen_core.memory import ListMemory, MemoryContent
+
+    seen: list[int] = []
+
+    class Counting(OfflineChatCompletionClient):
+        async def create(self, messages: Any, **kwargs: Any) -> Any:
+            seen.append(sum(1 for m in messages if "likes tea" in str(getattr(m, "content", ""))))
+            return await super().create(messages, **kwargs)
+
+    def factory() -> Any:
+        memory = ListMemory(
+            memory_contents=[MemoryContent(content="likes tea", mime_type="text/plain")]
+        )
+        return AssistantAgent("assistant", model_client=Counting(), memory=[memory])
+
+    with SessionManager(factory, durable_store_url) as manager:
+        session = manager.session()
+        for text in ("one", "two", "three"):
+            session.send(text)
+        assert [m.role for m in session.history()] == ["user", "assistant"] * 3
+    with SessionManager(factory, durable_store_url) as fresh:
+        reply = fresh.session(session.id).send("four")
+    assert seen == [1, 1, 1, 1]  # AutoGen alone: 1, 2, 3, then 4 after a restore
+    assert "I have seen 4 user messages" in reply
+
+
 def test_a_team_state_layout_gate_is_declared() -> None:
     # the rebuild writes AutoGen's team state in the layout of the installed version
     assert at_least(VERSION, AGENTCHAT_TEAM_STATE_REKEYED) == (VERSION.release >= (0, 4, 9))
