@@ -73,7 +73,11 @@ def seed_log(length: int) -> list[Message]:
         block = [
             Message("user", f"user message number {i}", name="user"),
             Message("assistant", f"I am writer; I have seen {i + 1} user messages.", name="writer"),
-            Message("assistant", f"I am critic; I have seen {i + 1} user messages. {STOP}", name="critic"),
+            Message(
+                "assistant",
+                f"I am critic; I have seen {i + 1} user messages. {STOP}",
+                name="critic",
+            ),
         ]
         log += with_record(block, record)
     return log
@@ -108,7 +112,9 @@ async def _full_state_bytes(log: Sequence[Message]) -> int:
     return len(json.dumps(state, default=str).encode())
 
 
-async def measure_store(kind: str, url: str, lengths: Sequence[int], rounds: int) -> list[list[Any]]:
+async def measure_store(
+    kind: str, url: str, lengths: Sequence[int], rounds: int
+) -> list[list[Any]]:
     rows: list[list[Any]] = []
     async with AsyncSessionManager(team_factory, url) as seeder:
         try:

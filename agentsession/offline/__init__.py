@@ -246,6 +246,22 @@ def offline_agent_factory(
     raise ValueError(f"unknown AutoGen family {chosen!r}; use 'agentchat' or 'legacy'")
 
 
+def offline_team_factory(family: str | None = None) -> Callable[[], Any]:
+    """A factory building a small offline team of ``family`` (default: whichever is installed):
+    a writer and a critic who ends each turn (agentchat ``RoundRobinGroupChat``, or a legacy
+    ``GroupChat`` with a user proxy, as ``(user_proxy, manager)``)."""
+    chosen = family or installed_family()
+    if chosen == "agentchat":
+        from .agentchat import build_team
+
+        return lambda: build_team()
+    if chosen == "legacy":
+        from .legacy import build_group_chat
+
+        return lambda: build_group_chat()
+    raise ValueError(f"unknown AutoGen family {chosen!r}; use 'agentchat' or 'legacy'")
+
+
 __all__ = [
     "HANDOFF_COMMAND",
     "TOOL_COMMAND",
@@ -256,5 +272,6 @@ __all__ = [
     "select_next_speaker",
     "installed_family",
     "offline_agent_factory",
+    "offline_team_factory",
     "user_messages_seen",
 ]

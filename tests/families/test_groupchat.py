@@ -11,25 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import family_installed
 
 if not family_installed("legacy"):
     pytest.skip("the legacy AutoGen family is not installed", allow_module_level=True)
 
-from autogen import GroupChat, GroupChatManager  # noqa: E402
-from team_support import assert_replies_saw_the_thread, records, texts  # noqa: E402
+from autogen import GroupChat, GroupChatManager
+from team_support import assert_replies_saw_the_thread, records, texts
 
-from agentsession import (  # noqa: E402
+from agentsession import (
     AsyncSessionManager,
     FamilyError,
     SessionManager,
     TeamMismatch,
     rename_speakers,
 )
-from agentsession.families import driver_for  # noqa: E402
-from agentsession.offline.legacy import build_group_chat, build_member  # noqa: E402
-from agentsession.turns import MessageEvent, TurnEnd  # noqa: E402
+from agentsession.families import driver_for
+from agentsession.offline.legacy import build_group_chat, build_member
+from agentsession.turns import MessageEvent, TurnEnd
 
 HAS_AUTO_CLIENT = "select_speaker_auto_model_client_cls" in {
     f.name for f in dataclasses.fields(GroupChat)
@@ -246,7 +245,7 @@ def test_a_failing_member_fails_the_turn_naming_it(store_url: str) -> None:
 
     with SessionManager(factory, store_url) as manager:
         session = manager.session()
-        with pytest.raises(FamilyError, match="'critic'.*ConnectionError: the provider is down"):
+        with pytest.raises(FamilyError, match=r"'critic'.*ConnectionError: the provider is down"):
             session.send("hello")
         assert session.history() == []
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import family_installed
 from team_support import assert_replies_saw_the_thread
 
@@ -99,4 +98,6 @@ def test_a_conversation_moves_between_families_mid_way(durable_store_url: str) -
         '/tool add {"a": 1, "b": 2}',
         "and?",
     ] * 4
-    assert assert_replies_saw_the_thread(log) == 14  # an agentchat tool summary ("3") is no offline reply
+    assert (
+        assert_replies_saw_the_thread(log) == 14
+    )  # an agentchat tool summary ("3") is no offline reply
