@@ -112,33 +112,37 @@ async def _full_state_bytes(log: Sequence[Message]) -> int:
     return len(json.dumps(state, default=str).encode())
 
 
-async def measure_store(
-    kind: str, url: str, lengths: Sequence[int], rounds: int
-) -> list[list[Any]]:
+async def measure_store(kind: str, url: str, lengths: Sequence[int], rounds: int) -> list[list[Any]]:
     rows: list[list[Any]] = []
     async with AsyncSessionManager(team_factory, url) as seeder:
         try:
             await seeder.store.ping()
         except Exception as exc:
-            return [[kind, "-", f"unavailable: {type(exc).__name__}", "", "", "", "", ""]]
+            return [[kind, "-", f"unavailable: {type(exc).__name__}", "", "", "", ""]]
+        logs = {length: seed_log(length) for length in lengths}
+        copies = 1 + min(rounds, 5)
+        ids = {length: await _seed(seeder, logs[length], copies) for length in lengths}
+        samples: dict[int, list[tuple[float, float, int]]] = {length: [] for length in lengths}
+        async with AsyncSessionManager(team_factory, url) as manager:
+            for length in lengths:
+                await manager.run_turn(ids[length][0], "warm up")  # builds the live team
+            # the lengths take turns, round after round: a shared machine's noise falls on all
+            for i in range(rounds):
+                for length in lengths:
+                    samples[length].append(await _turn(manager, ids[length][0], f"team turn {i}"))
         for length in lengths:
-            log = seed_log(length)
-            ids = await _seed(seeder, log, 1 + min(rounds, 5))
-            async with AsyncSessionManager(team_factory, url) as manager:
-                await manager.run_turn(ids[0], "warm up")  # builds the live team
-                samples = [await _turn(manager, ids[0], f"team turn {i}") for i in range(rounds)]
             cold = []
-            for sid in ids[1:]:
+            for sid in ids[length][1:]:
                 async with AsyncSessionManager(team_factory, url) as fresh:
                     cold.append((await _turn(fresh, sid, "cold turn"))[0])
             rows.append(
                 [
                     kind,
-                    len(log),
-                    statistics.median(s[2] for s in samples),
-                    await _full_state_bytes(log) if kind == "memory" else "",
-                    ms(statistics.median(s[0] for s in samples)),
-                    ms(statistics.median(s[1] for s in samples)),
+                    len(logs[length]),
+                    statistics.median(s[2] for s in samples[length]),
+                    await _full_state_bytes(logs[length]) if kind == "memory" else "",
+                    ms(statistics.median(s[0] for s in samples[length])),
+                    ms(statistics.median(s[1] for s in samples[length])),
                     ms(statistics.median(cold)),
                 ]
             )

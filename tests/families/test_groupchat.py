@@ -277,3 +277,10 @@ def test_participants_changed_since_the_conversation_was_stored(durable_store_ur
     with SessionManager(mapped, durable_store_url) as renamed:
         turn = renamed.session(session_id).run_turn("again")
     assert "1 reply from editor" in (turn[1].content or "")
+
+
+def test_parts_name_every_object_one_group_chat_owns() -> None:
+    user, manager = round_robin()
+    parts = list(driver_for((user, manager)).parts())
+    assert parts[0] is manager and any(p is manager.groupchat for p in parts)
+    assert all(any(p is agent for p in parts) for agent in manager.groupchat.agents)

@@ -409,3 +409,19 @@ def test_memory_injections_are_not_stored_for_a_single_agent(durable_store_url: 
 def test_a_team_state_layout_gate_is_declared() -> None:
     # the rebuild writes AutoGen's team state in the layout of the installed version
     assert at_least(VERSION, AGENTCHAT_TEAM_STATE_REKEYED) == (VERSION.release >= (0, 4, 9))
+
+
+def test_parts_name_every_object_one_conversation_owns() -> None:
+    from agentsession.families import driver_for
+
+    team = round_robin()
+    parts = list(driver_for(team).parts())
+    members = team._participants
+    assert parts[0] is team
+    assert all(any(p is m for p in parts) for m in members)
+    assert (
+        any(p is members[0].model_context for p in parts)
+        if hasattr(members[0], "model_context")
+        else True
+    )
+    assert any(p is team._termination_condition for p in parts)

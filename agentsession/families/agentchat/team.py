@@ -92,6 +92,7 @@ class AgentChatTeamDriver(Driver):
         yield self.agent
         for member in self.members.values():
             yield from member.parts()
+            yield member.model_context  # a shared context leaks text (microsoft/autogen#6088)
         condition = getattr(self.agent, "_termination_condition", None)
         if condition is not None:
             yield condition
