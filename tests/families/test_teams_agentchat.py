@@ -174,6 +174,31 @@ def test_swarm_resumes_with_the_agent_it_handed_off_to(durable_store_url: str) -
         assert speakers(fresh.session(session_id).run_turn("still there?")) == ["user", "critic"]
 
 
+def test_a_swarm_that_handed_off_to_the_user_resumes_with_the_agent_that_asked(
+    durable_store_url: str,
+) -> None:
+    from autogen_agentchat.conditions import HandoffTermination
+
+    def factory() -> Any:
+        writer = build_member("writer", terminate=STOP, handoffs=["critic", "user"])
+        critic = build_member("critic", terminate=STOP, handoffs=["writer"])
+        stop = HandoffTermination(target="user") | TextMentionTermination(STOP)
+        return teams.Swarm([writer, critic], termination_condition=stop)
+
+    with SessionManager(factory, durable_store_url) as manager:
+        session = manager.session()
+        asked = session.run_turn("/handoff user I need your input")
+        assert asked[-1].metadata.get("handoff") == "user" and asked[-1].name == "writer"
+        session_id = session.id
+    with SessionManager(factory, durable_store_url) as fresh:
+        # AutoGen refuses a plain task after a handoff to the user; the answer goes to the writer
+        answer = fresh.session(session_id).run_turn("here is my input")
+        later = fresh.session(session_id).run_turn("thanks")
+    assert speakers(answer) == ["user", "writer"]
+    assert answer[0].metadata.get("handoff") == "writer"
+    assert speakers(later) == ["user", "writer"] and "handoff" not in later[0].metadata
+
+
 def test_model_based_selector_picks_the_mentioned_member(store_url: str) -> None:
     with SessionManager(selector_model, store_url) as manager:
         session = manager.session()

@@ -87,6 +87,8 @@ class AgentChatTeamDriver(Driver):
         self._log: list[Message] = []
         # per member: the length of the log its model context holds (in AutoGen's form)
         self._covered = dict.fromkeys(self.members, 0)
+        # the member whose latest handoff went to someone outside the team (the user), if any
+        self._handed_to_user: str | None = None
 
     def parts(self) -> Iterable[object]:
         yield self.agent
@@ -109,7 +111,13 @@ class AgentChatTeamDriver(Driver):
                 starts[name] = (len(messages), messages[-1] if messages else None)
         if self.kind == "GraphFlow" and self._log:
             await self._restart_finished_graph()
-        task = TextMessage(content=text, source=sender)
+        task: Any = TextMessage(content=text, source=sender)
+        if self.kind == "Swarm" and self._handed_to_user is not None:
+            from autogen_agentchat.messages import HandoffMessage
+
+            # the swarm handed the conversation to the user (HandoffTermination): the answer
+            # goes back to the agent that asked, as AutoGen requires of a resumed swarm
+            task = HandoffMessage(content=text, source=sender, target=self._handed_to_user)
         added: list[Message] = []
         reader = _StreamReader(set(self.members), sender)
         stop_reason: str | None = None
@@ -132,7 +140,13 @@ class AgentChatTeamDriver(Driver):
                 for message in reader.read(item):
                     if not added and message.role != "user":
                         # versions that do not echo the task: the user's message comes first
-                        first = Message("user", text, name=sender)
+                        target = getattr(task, "target", None)
+                        first = Message(
+                            "user",
+                            text,
+                            name=sender,
+                            metadata={"handoff": target} if target else {},
+                        )
                         added.append(first)
                         emit(MessageEvent(first))
                     added.append(message)
@@ -159,6 +173,7 @@ class AgentChatTeamDriver(Driver):
             )
         begin = len(self._log)
         self._log.extend(added)
+        self._handed_to_user = _handed_to_user(added, set(self.members), self._handed_to_user)
         await self._settle_contexts(begin, starts)
         if self.kind == "GraphFlow":
             await self._forget_stop_messages()
@@ -190,6 +205,7 @@ class AgentChatTeamDriver(Driver):
             await member.import_history(view_for(name, log))
         self._log = log
         self._covered = dict.fromkeys(self.members, len(log))
+        self._handed_to_user = _handed_to_user(log, set(self.members), None)
 
     async def close(self) -> None:
         for member in self.members.values():
@@ -369,6 +385,16 @@ class AgentChatTeamDriver(Driver):
         manager._message_thread = thread
 
 
+def _handed_to_user(log: Sequence[Message], members: set[str], before: str | None) -> str | None:
+    """The member whose latest handoff in ``log`` targets someone outside the team (the
+    user), or None if the latest handoff stays inside it; ``before`` if ``log`` has none."""
+    for message in reversed(log):
+        target = message.metadata.get("handoff")
+        if target is not None:
+            return None if target in members else message.name
+    return before
+
+
 class _StreamReader:
     """Turns the items of ``team.run_stream()`` into canonical messages, in order."""
 
@@ -388,9 +414,14 @@ class _StreamReader:
         kind = type(item).__name__
         source = str(getattr(item, "source", ""))
         if source not in self.members:
-            if not self.seen_task and kind == "TextMessage" and source == self.sender:
+            if (
+                not self.seen_task
+                and kind in ("TextMessage", "HandoffMessage")
+                and source == self.sender
+            ):
                 self.seen_task = True
-                return [Message("user", str(item.content), name=source)]
+                metadata = {"handoff": str(item.target)} if kind == "HandoffMessage" else {}
+                return [Message("user", str(item.content), name=source, metadata=metadata)]
             return []  # the manager's events (speaker selection, stop messages)
         if kind == "ThoughtEvent":
             self.thoughts[source] = str(item.content)
@@ -494,7 +525,12 @@ def _thread(log: Sequence[Message], members: set[str]) -> list[dict[str, Any]]:
     callers: dict[str, str] = {}
     for message in log:
         source = message.name or "user"
-        if message.role == "user" or message.role == "system":
+        if message.role == "user" and message.metadata.get("handoff"):
+            target = str(message.metadata["handoff"])
+            thread.append(
+                chat.HandoffMessage(content=message.content or "", source=source, target=target)
+            )
+        elif message.role == "user" or message.role == "system":
             if message.role == "user":
                 thread.append(chat.TextMessage(content=message.content or "", source=source))
         elif message.role == "tool":
