@@ -420,8 +420,8 @@ class _StreamReader:
                 and source == self.sender
             ):
                 self.seen_task = True
-                metadata = {"handoff": str(item.target)} if kind == "HandoffMessage" else {}
-                return [Message("user", str(item.content), name=source, metadata=metadata)]
+                task = {"handoff": str(item.target)} if kind == "HandoffMessage" else {}
+                return [Message("user", str(item.content), name=source, metadata=task)]
             return []  # the manager's events (speaker selection, stop messages)
         if kind == "ThoughtEvent":
             self.thoughts[source] = str(item.content)
