@@ -112,7 +112,9 @@ async def _full_state_bytes(log: Sequence[Message]) -> int:
     return len(json.dumps(state, default=str).encode())
 
 
-async def measure_store(kind: str, url: str, lengths: Sequence[int], rounds: int) -> list[list[Any]]:
+async def measure_store(
+    kind: str, url: str, lengths: Sequence[int], rounds: int
+) -> list[list[Any]]:
     rows: list[list[Any]] = []
     async with AsyncSessionManager(team_factory, url) as seeder:
         try:
