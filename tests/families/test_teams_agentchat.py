@@ -270,6 +270,38 @@ def test_stream_yields_each_members_messages_in_order(store_url: str) -> None:
     assert speakers(turn) == ["user", "writer", "critic"]
 
 
+@pytest.mark.skipif(
+    "model_client_stream" not in inspect.signature(AssistantAgent).parameters,
+    reason="model_client_stream arrived after 0.4.2",
+)
+def test_a_streaming_member_yields_text_deltas_before_its_message(store_url: str) -> None:
+    from agentsession.turns import TextDelta
+
+    def factory() -> Any:
+        writer = build_member("writer", model_client_stream=True)
+        return teams.RoundRobinGroupChat(
+            [writer, build_member("critic", terminate=STOP)], termination_condition=_stop()
+        )
+
+    with SessionManager(factory, store_url) as manager:
+        events = list(manager.session().stream("hello"))
+    kinds = [
+        (
+            type(e).__name__,
+            getattr(e, "speaker", None) or getattr(getattr(e, "message", None), "name", None),
+        )
+        for e in events
+    ]
+    first_delta = kinds.index(("TextDelta", "writer"))
+    assert kinds[first_delta - 1] == ("MessageEvent", "user")
+    assert kinds[-2:] == [("MessageEvent", "critic"), ("TurnEnd", None)]
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    writer = next(
+        e.message for e in events if isinstance(e, MessageEvent) and e.message.name == "writer"
+    )
+    assert text == writer.content
+
+
 def test_participants_changed_since_the_conversation_was_stored(durable_store_url: str) -> None:
     with SessionManager(round_robin, durable_store_url) as manager:
         session = manager.session()
