@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if "teams" in parts:
         from . import team_cost
 
-        tables += team_cost.measure(args.quick)
+        tables += team_cost.measure(args.quick, args.family)
     if "middleware" in parts:
         from . import middleware
 

@@ -1,6 +1,7 @@
 """Team turns against conversation length: bytes written and agentsession's cost per turn.
 
-A writer/critic ``RoundRobinGroupChat`` on the offline model, seeded with 10 … 10,000 stored
+A writer/critic ``RoundRobinGroupChat`` (``--family legacy``: a ``GroupChat`` with a user
+proxy) on the offline model, seeded with 10 … 10,000 stored
 messages. For each length: the bytes one team turn appends (its messages, their team record
 included), what AutoGen's whole ``team.save_state()`` would be at that point (the full-state
 checkpoint agentsession does not write), and agentsession's part of a cached team turn: the
@@ -22,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import agentsession.manager as engine
-from agentsession import AsyncSessionManager, Message
+from agentsession import AsyncSessionManager, Message, open_store
 from agentsession.families import driver_for
 from agentsession.families._team import team_record, with_record
 
@@ -34,6 +35,24 @@ STOP = "TERMINATE"
 
 class _Clock:
     autogen = 0.0  # seconds spent inside team.run_stream() since the last reset
+
+
+def legacy_factory() -> Any:
+    """A legacy (user proxy, writer, critic) group chat; AutoGen's part is ``run_chat``."""
+    from agentsession.offline.legacy import build_group_chat
+
+    user, manager = build_group_chat()
+    inner = manager.run_chat
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            _Clock.autogen += time.perf_counter() - start
+
+    manager.run_chat = timed
+    return user, manager
 
 
 def team_factory() -> Any:
@@ -113,10 +132,13 @@ async def _full_state_bytes(log: Sequence[Message]) -> int:
 
 
 async def measure_store(
-    kind: str, url: str, lengths: Sequence[int], rounds: int
+    kind: str, url: str, lengths: Sequence[int], rounds: int, family: str = "agentchat"
 ) -> list[list[Any]]:
+    factory = legacy_factory if family == "legacy" else team_factory
+    # every "memory://" URL opens a new, empty store: the managers share one store object
+    target: Any = open_store(url) if url.startswith("memory:") else url
     rows: list[list[Any]] = []
-    async with AsyncSessionManager(team_factory, url) as seeder:
+    async with AsyncSessionManager(factory, target) as seeder:
         try:
             await seeder.store.ping()
         except Exception as exc:
@@ -125,7 +147,7 @@ async def measure_store(
         copies = 1 + min(rounds, 5)
         ids = {length: await _seed(seeder, logs[length], copies) for length in lengths}
         samples: dict[int, list[tuple[float, float, int]]] = {length: [] for length in lengths}
-        async with AsyncSessionManager(team_factory, url) as manager:
+        async with AsyncSessionManager(factory, target) as manager:
             for length in lengths:
                 await manager.run_turn(ids[length][0], "warm up")  # builds the live team
             # the lengths take turns, round after round: a shared machine's noise falls on all
@@ -135,14 +157,16 @@ async def measure_store(
         for length in lengths:
             cold = []
             for sid in ids[length][1:]:
-                async with AsyncSessionManager(team_factory, url) as fresh:
+                async with AsyncSessionManager(factory, target) as fresh:
                     cold.append((await _turn(fresh, sid, "cold turn"))[0])
             rows.append(
                 [
                     kind,
                     len(logs[length]),
                     statistics.median(s[2] for s in samples[length]),
-                    await _full_state_bytes(logs[length]) if kind == "memory" else "",
+                    await _full_state_bytes(logs[length])
+                    if kind == "memory" and family == "agentchat"
+                    else "",
                     ms(statistics.median(s[0] for s in samples[length])),
                     ms(statistics.median(s[1] for s in samples[length])),
                     ms(statistics.median(cold)),
@@ -154,15 +178,17 @@ async def measure_store(
     return rows
 
 
-def measure(quick: bool) -> list[Table]:
+def measure(quick: bool, family: str = "agentchat") -> list[Table]:
     lengths = [10, 100, 1000] if quick else [10, 100, 1000, 10000]
     rounds = 5 if quick else 15
     rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory(dir=".") as folder:
         for kind, url in store_urls(folder).items():
-            rows += asyncio.run(measure_store(kind, url, lengths, rounds))
+            rows += asyncio.run(measure_store(kind, url, lengths, rounds, family))
     table = Table(
-        "Team turns against conversation length (RoundRobinGroupChat, 3 messages per turn)",
+        "Team turns against conversation length ("
+        + ("legacy GroupChat" if family == "legacy" else "RoundRobinGroupChat")
+        + ", 3 messages per turn)",
         [
             "store",
             "messages",
@@ -176,8 +202,9 @@ def measure(quick: bool) -> list[Table]:
         ],
         notes=[
             "agentsession per turn = the engine's whole cached team turn minus the time inside "
-            "team.run_stream() (model calls and AutoGen): store calls, reading the stream, "
-            "settling each member's context, the manager's bounded state. Medians.",
+            "team.run_stream() (legacy: manager.run_chat; the model calls and AutoGen): store "
+            "calls, reading the messages, settling each member's context, the manager's bounded "
+            "state. Medians.",
             "AutoGen save_state bytes = json.dumps(team.save_state()) at that length: what a "
             "full-state checkpoint per turn would write (measured once, not written).",
             "cold turn = a fresh manager: the log is read and every member's context and the "
