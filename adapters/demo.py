@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from agentsession.errors import MissingDependency
 from agentsession.manager import AsyncSessionManager
 from agentsession.messages import Message
-from agentsession.offline import installed_family, offline_agent_factory
+from agentsession.offline import installed_family, offline_agent_factory, offline_team_factory
 from agentsession.stores import Store, open_store
 
 try:
@@ -46,17 +46,23 @@ STORE_ENV, FAMILY_ENV, SECRET_ENV = (
     "AGENTSESSION_DEMO_FAMILY",
     "AGENTSESSION_SECRET_KEY",
 )
+TEAM_ENV = "AGENTSESSION_DEMO_TEAM"
 SECRET_FILE = ".agentsession-demo-secret"
 
 __all__ = ["app_from_environment", "create_app", "serve"]
 
 
-def create_app(store_url: str = DEFAULT_STORE, family: str | None = None) -> Starlette:
-    """The demo as an ASGI app: the chat page and its small JSON API."""
+def create_app(
+    store_url: str = DEFAULT_STORE, family: str | None = None, team: bool = False
+) -> Starlette:
+    """The demo as an ASGI app: the chat page and its small JSON API. ``team``: a writer and a
+    critic answer each message (a team or group chat of ``family``) instead of one agent."""
     chosen = family or installed_family()
     store = open_store(store_url)
-    manager = AsyncSessionManager(offline_agent_factory(chosen), store)
-    about = f"{chosen} family, offline model, store {_display_url(store_url)}"
+    factory = offline_team_factory(chosen) if team else offline_agent_factory(chosen)
+    manager = AsyncSessionManager(factory, store)
+    kind = "team" if team else "agent"
+    about = f"{chosen} family, offline {kind}, store {_display_url(store_url)}"
 
     async def page(request: Request) -> Response:
         # a first visit has no id: its (empty) history costs no store I/O
@@ -109,7 +115,11 @@ def create_app(store_url: str = DEFAULT_STORE, family: str | None = None) -> Sta
 
 def app_from_environment() -> Starlette:
     """The app each uvicorn worker (or reloaded process) builds: ``--factory``, set by ``serve``."""
-    return create_app(os.environ.get(STORE_ENV, DEFAULT_STORE), os.environ.get(FAMILY_ENV) or None)
+    return create_app(
+        os.environ.get(STORE_ENV, DEFAULT_STORE),
+        os.environ.get(FAMILY_ENV) or None,
+        team=os.environ.get(TEAM_ENV) == "1",
+    )
 
 
 def serve(
@@ -118,6 +128,7 @@ def serve(
     store_url: str = DEFAULT_STORE,
     family: str | None = None,
     reload: bool = False,
+    team: bool = False,
 ) -> None:
     """Serve the demo with uvicorn until interrupted."""
     try:
@@ -129,6 +140,7 @@ def serve(
     offline_agent_factory(chosen)  # an uninstalled family fails here, not in the worker
     secret_key(open_store(store_url))  # made once, before any worker or reloaded process
     os.environ[STORE_ENV], os.environ[FAMILY_ENV] = store_url, chosen
+    os.environ[TEAM_ENV] = "1" if team else ""
     print(f"agentsession demo on http://{host}:{port}/  ({chosen}, {_display_url(store_url)})")
     uvicorn.run(
         "agentsession.adapters.demo:app_from_environment",
@@ -173,7 +185,7 @@ def _display_url(url: str) -> str:
 
 def _transcript(messages: list[Message]) -> list[dict[str, str]]:
     return [
-        {"role": m.role, "content": m.content}
+        {"role": m.role, "content": m.content, "name": m.name or m.role}
         for m in messages
         if m.content is not None and m.role in ("user", "assistant")
     ]
@@ -181,7 +193,7 @@ def _transcript(messages: list[Message]) -> list[dict[str, str]]:
 
 def _items(history: list[dict[str, str]]) -> str:
     return "".join(
-        f'<li class="{m["role"]}"><b>{m["role"]}</b>{html.escape(m["content"])}</li>'
+        f'<li class="{m["role"]}"><b>{html.escape(m["name"])}</b>{html.escape(m["content"])}</li>'
         for m in history
     )
 
@@ -242,7 +254,7 @@ const log = document.getElementById("log"), status = document.getElementById("st
 function show(history) {
   log.replaceChildren(...history.map((m) => {
     const li = document.createElement("li"), who = document.createElement("b");
-    li.className = m.role; who.textContent = m.role;
+    li.className = m.role; who.textContent = m.name || m.role;
     li.append(who, document.createTextNode(m.content));
     return li;
   }));

@@ -31,10 +31,12 @@ from .errors import (
     StoreError,
     StoreUnavailable,
     StreamInterrupted,
+    TeamMismatch,
     UnknownSchemaVersion,
     UnsupportedAgent,
     UnsupportedVersion,
 )
+from .families._team import rename_speakers
 from .manager import (
     ANY_OWNER,
     MAX_SESSION_ID_LENGTH,
@@ -87,6 +89,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StreamInterrupted",
+    "TeamMismatch",
     "TextDelta",
     "ToolCall",
     "Turn",
@@ -100,4 +103,5 @@ __all__ = [
     "check_session_id",
     "new_session_id",
     "open_store",
+    "rename_speakers",
 ]

@@ -229,6 +229,7 @@ def demo(args: argparse.Namespace) -> int:
         or "sqlite:///agentsession-demo.db",
         family=args.family,
         reload=args.reload,
+        team=args.team,
     )
     return 0
 
@@ -382,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--port", type=int, default=8000)
     sub.add_argument("--family", choices=["agentchat", "legacy"], help="default: the installed one")
     sub.add_argument("--reload", action="store_true", help="restart on code changes (uvicorn)")
+    sub.add_argument(
+        "--team", action="store_true", help="a writer and a critic answer (a team or group chat)"
+    )
 
     sub = with_store(command("ls", ls, "list stored conversations"))
     sub.add_argument("--limit", type=int, default=100)

@@ -39,6 +39,21 @@ class UnsupportedVersion(FamilyError):
     """The installed AutoGen version is outside the supported range."""
 
 
+class TeamMismatch(FamilyError):
+    """The stored conversation names speakers the team built by the factory does not have."""
+
+    def __init__(self, missing: list[str], participants: list[str]) -> None:
+        self.missing = missing
+        self.participants = participants
+        super().__init__(
+            f"the stored conversation has messages from {', '.join(map(repr, missing))}, "
+            f"but the team the factory built has only {', '.join(map(repr, participants))}. "
+            "Build the team with the same participant names, or map the old names onto the new "
+            "ones: return agentsession.rename_speakers(team, {'old name': 'new name'}) from the "
+            "factory"
+        )
+
+
 class ClobberedInstall(FamilyError):
     """Two distributions wrote into the same ``autogen`` package folder."""
 

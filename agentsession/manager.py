@@ -418,6 +418,11 @@ class AsyncSessionManager:
                     turn = await driver.run_turn(text, speaker, emit)
                 if not turn.messages:
                     raise FamilyError(f"the {type(driver).__name__} turn added no messages")
+                if self.max_messages is not None and count + len(turn) > self.max_messages:
+                    raise ConversationFull(
+                        f"session {session_id!r}: this turn's {len(turn)} messages would take "
+                        f"it past {self.max_messages} (max_messages); it was not recorded"
+                    )
                 if heartbeat.lost:
                     raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
                 released = True  # finish_turn releases the lease whatever happens

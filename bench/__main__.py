@@ -12,7 +12,7 @@ from typing import Any
 
 from ._report import Table, machine, versions
 
-PARTS = ["floor", "turns", "middleware", "http", "memory"]
+PARTS = ["floor", "turns", "teams", "middleware", "http", "memory"]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import turn_cost
 
         tables += turn_cost.measure(args.quick, floors, args.family)
+    if "teams" in parts:
+        from . import team_cost
+
+        tables += team_cost.measure(args.quick, args.family)
     if "middleware" in parts:
         from . import middleware
 

@@ -259,3 +259,39 @@ def test_a_killed_workers_conversation_is_free_within_its_lease(durable_store_ur
             assert len(manager.history(session_id)) == 4
         finally:
             worker.kill()
+
+
+def test_a_team_or_member_shared_by_two_conversations_is_refused(family: str) -> None:
+    from agentsession.offline import offline_team_factory
+
+    shared = offline_team_factory(family)()
+    with SessionManager(lambda: shared, "memory://") as manager:
+        manager.session().send("alice's plan")
+        with pytest.raises(SharedAgent):
+            manager.session().send("bob's plan")
+    if family != "agentchat":
+        return
+    from autogen_agentchat.teams import RoundRobinGroupChat
+
+    from agentsession.offline.agentchat import build_member
+
+    writer = build_member("writer")  # one member object in every team the factory builds
+
+    def teams() -> Any:
+        return RoundRobinGroupChat([writer, build_member("critic")], max_turns=2)
+
+    with SessionManager(teams, "memory://") as manager:
+        manager.session().send("first")
+        with pytest.raises(SharedAgent):
+            manager.session().send("second")
+
+
+def test_a_team_turn_past_max_messages_is_not_recorded(family: str) -> None:
+    from agentsession import ConversationFull
+    from agentsession.offline import offline_team_factory
+
+    with SessionManager(offline_team_factory(family), "memory://", max_messages=2) as manager:
+        session = manager.session()
+        with pytest.raises(ConversationFull, match="not recorded"):
+            session.send("a team answers with more than one message")
+        assert session.history() == []

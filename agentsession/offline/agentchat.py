@@ -55,12 +55,23 @@ class OfflineChatCompletionClient(ChatCompletionClient):
     0.7.5; ``create`` takes any keyword (``tool_choice`` appeared in 0.6). Usage counts words.
     """
 
-    def __init__(self, *, chunk_words: int = 3, chunk_delay: float = 0.0) -> None:
-        """``chunk_words``/``chunk_delay``: how ``create_stream`` hands out a text reply (for
-        an agent built with ``model_client_stream=True``): that many words a chunk, that many
-        seconds apart."""
+    def __init__(
+        self,
+        speaker: str | None = None,
+        *,
+        terminate: str | None = None,
+        chunk_words: int = 3,
+        chunk_delay: float = 0.0,
+    ) -> None:
+        """``speaker``: the team member this client speaks as (its replies then say so, see
+        :func:`agentsession.offline.compose_reply`); ``terminate``: a word every text reply
+        ends with, for a team's ``TextMentionTermination``; ``chunk_words``/``chunk_delay``:
+        how ``create_stream`` hands out a text reply (for an agent built with
+        ``model_client_stream=True``): that many words a chunk, that many seconds apart."""
         if chunk_words < 1:
             raise ValueError("chunk_words must be 1 or more")
+        self.speaker = speaker
+        self.terminate = terminate
         self.chunk_words = chunk_words
         self.chunk_delay = chunk_delay
         self._actual = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -68,7 +79,8 @@ class OfflineChatCompletionClient(ChatCompletionClient):
 
     async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
         history = _canonical(messages)
-        reply = compose_reply(history)
+        tools = [_tool_name(tool) for tool in kwargs.get("tools") or ()]
+        reply = compose_reply(history, self.speaker, tools=tools, terminate=self.terminate)
         content: str | list[FunctionCall]
         finish_reason: Literal["stop", "function_calls"]
         if reply.tool_call is not None:
@@ -149,6 +161,55 @@ def build_agent(
     )
 
 
+def build_member(
+    name: str,
+    *,
+    terminate: str | None = None,
+    system_message: str | None = None,
+    tools: Iterable[AgentTool] = (),
+    **kwargs: Any,
+) -> AssistantAgent:
+    """A team member on the offline model: its replies name it and count what it has seen of
+    the shared thread; ``terminate`` ends each of its text replies with that word."""
+    return AssistantAgent(
+        name,
+        model_client=OfflineChatCompletionClient(name, terminate=terminate),
+        system_message=system_message or f"You are {name}, one member of a team.",
+        tools=list(tools) or None,
+        **kwargs,
+    )
+
+
+def build_team(kind: str = "round_robin", *, termination_word: str = "TERMINATE") -> Any:
+    """A small offline team: ``writer`` then ``critic``, who ends the turn with
+    ``termination_word``. ``kind`` is ``"round_robin"``, ``"selector"`` (the offline model picks
+    the speaker) or ``"swarm"`` (``/handoff critic`` in a message hands over to the critic)."""
+    from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
+    from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
+
+    stop = TextMentionTermination(termination_word) | MaxMessageTermination(12)
+    if kind == "swarm":
+        writer = build_member("writer", terminate=termination_word, handoffs=["critic"])
+        critic = build_member("critic", terminate=termination_word, handoffs=["writer"])
+        return Swarm([writer, critic], termination_condition=stop)
+    writer = build_member("writer")
+    critic = build_member("critic", terminate=termination_word)
+    if kind == "selector":
+        return SelectorGroupChat(
+            [writer, critic], model_client=OfflineChatCompletionClient(), termination_condition=stop
+        )
+    if kind == "round_robin":
+        return RoundRobinGroupChat([writer, critic], termination_condition=stop)
+    raise ValueError(f"unknown team kind {kind!r}; use 'round_robin', 'selector' or 'swarm'")
+
+
+def _tool_name(tool: Any) -> str:
+    name = getattr(tool, "name", None)
+    if name is None and isinstance(tool, dict):
+        name = tool.get("name")
+    return str(name)
+
+
 def _canonical(messages: Sequence[LLMMessage]) -> list[Message]:
     return to_canonical(message.model_dump(mode="json") for message in messages)
 
@@ -157,4 +218,10 @@ def _words(history: Sequence[Message]) -> int:
     return sum(len((message.content or "").split()) for message in history)
 
 
-__all__ = ["MODEL_INFO", "OfflineChatCompletionClient", "build_agent"]
+__all__ = [
+    "MODEL_INFO",
+    "OfflineChatCompletionClient",
+    "build_agent",
+    "build_member",
+    "build_team",
+]

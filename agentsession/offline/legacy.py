@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from types import SimpleNamespace
 from typing import Any
 
 from autogen import ConversableAgent, register_function
 
-from ..messages import Message
+from ..messages import Message, ToolCall
 from . import compose_reply
 
 MODEL = "agentsession-offline"
@@ -52,11 +53,23 @@ class OfflineModelClient:
     earlier, and answers ``/tool NAME {"json": "args"}`` with a call to that tool.
     """
 
-    def __init__(self, config: Mapping[str, Any], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        speaker: str | None = None,
+        terminate: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``speaker`` and ``terminate`` make it a group chat member (see
+        :func:`agentsession.offline.compose_reply`); pass them to ``register_model_client``."""
         self.model = str(config.get("model", MODEL))
+        self.speaker = speaker
+        self.terminate = terminate
 
     def create(self, params: Mapping[str, Any]) -> SimpleNamespace:
-        reply = compose_reply(_canonical(params.get("messages", [])))
+        tools = [t.get("function", {}).get("name", "") for t in params.get("tools") or ()]
+        history = _canonical(params.get("messages", []))
+        reply = compose_reply(history, self.speaker, tools=tools, terminate=self.terminate)
         message: str | dict[str, Any]
         if reply.tool_call is not None:
             call = reply.tool_call
@@ -105,14 +118,21 @@ def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
     out = []
     for raw in messages:
         role = raw.get("role")
-        for call in raw.get("tool_calls") or ():
-            names[str(call.get("id"))] = call["function"]["name"]
+        calls = tuple(
+            ToolCall(
+                str(c.get("id")), c["function"]["name"], c["function"].get("arguments") or "{}"
+            )
+            for c in raw.get("tool_calls") or ()
+        )
+        names.update((call.id, call.name) for call in calls)
         content = raw.get("content")
         text = content if isinstance(content, str) or content is None else json.dumps(content)
         if role in ("tool", "function"):
             call_id = str(raw.get("tool_call_id", ""))
             name = names.get(call_id) or raw.get("name")
             out.append(Message("tool", text, name=name, tool_call_id=call_id))
+        elif calls:
+            out.append(Message("assistant", text, name=raw.get("name"), tool_calls=calls))
         elif role in ("user", "assistant", "system"):
             out.append(Message(role, text, name=raw.get("name")))
     return out
@@ -147,9 +167,79 @@ def build_pair(
     return user, assistant
 
 
-def _use_offline_client(agent: Any) -> None:
+def build_member(
+    name: str,
+    *,
+    terminate: str | None = None,
+    system_message: str | None = None,
+    tools: Sequence[Callable[..., Any]] = (),
+    executor: ConversableAgent | None = None,
+) -> ConversableAgent:
+    """A group chat member on the offline model: its replies name it and count what it has
+    seen of the shared thread; ``terminate`` ends each of its replies with that word. Each tool
+    is offered to its model and executed by ``executor`` (the group's user proxy)."""
+    member = _offline_agent(name, system_message or f"You are {name}, one member of a group chat.")
+    for tool in tools:
+        if executor is None:
+            raise ValueError("tools need an executor: the user proxy that runs them")
+        description = (tool.__doc__ or tool.__name__).strip().splitlines()[0]
+        register_function(tool, caller=member, executor=executor, description=description)
+    _use_offline_client(member, speaker=name, terminate=terminate)
+    return member
+
+
+def build_group_chat(
+    speaker_selection_method: str = "round_robin",
+    *,
+    tools: Sequence[Callable[..., Any]] = (),
+    termination_word: str = "TERMINATE",
+    max_round: int = 10,
+    **groupchat_options: Any,
+) -> tuple[ConversableAgent, Any]:
+    """``(user_proxy, manager)``: a group chat of a user proxy (it runs the tools), ``writer``
+    (offered the tools) and ``critic`` (ends the turn with ``termination_word``), in that order.
+    ``"auto"`` speaker selection asks the offline model, which needs AutoGen's
+    ``select_speaker_auto_model_client_cls`` (pyautogen 0.2.36+, every ag2)."""
+    from autogen import GroupChat, GroupChatManager
+
+    user = ConversableAgent(
+        "user",
+        llm_config=False,
+        human_input_mode="NEVER",
+        code_execution_config=False,
+        description="The human user.",
+    )
+    writer = build_member("writer", tools=tools, executor=user)
+    critic = build_member("critic", terminate=termination_word)
+    options = dict(groupchat_options)
+    if speaker_selection_method == "auto":
+        if "select_speaker_auto_model_client_cls" not in {f.name for f in fields(GroupChat)}:
+            raise ValueError(
+                "'auto' speaker selection on the offline model needs GroupChat's "
+                "select_speaker_auto_model_client_cls (pyautogen 0.2.36+, autogen-agentchat "
+                "0.2.40, every ag2); this autogen has none, so its speaker selector cannot use "
+                "a custom model client"
+            )
+        options["select_speaker_auto_model_client_cls"] = OfflineModelClient
+        options["select_speaker_auto_llm_config"] = offline_llm_config()
+    groupchat = GroupChat(
+        [user, writer, critic],
+        messages=[],
+        max_round=max_round,
+        speaker_selection_method=speaker_selection_method,
+        **options,
+    )
+    manager = GroupChatManager(
+        groupchat,
+        llm_config=offline_llm_config() if speaker_selection_method == "auto" else False,
+        is_termination_msg=lambda message: termination_word in str(message.get("content") or ""),
+    )
+    return user, manager
+
+
+def _use_offline_client(agent: Any, **options: Any) -> None:
     # typed Any: AG2 classic annotates model_client_cls as an instance, not a class
-    agent.register_model_client(model_client_cls=OfflineModelClient)
+    agent.register_model_client(model_client_cls=OfflineModelClient, **options)
 
 
 def _offline_agent(name: str, system_message: str) -> ConversableAgent:
@@ -162,4 +252,12 @@ def _offline_agent(name: str, system_message: str) -> ConversableAgent:
     )
 
 
-__all__ = ["MODEL", "OfflineModelClient", "build_assistant", "build_pair", "offline_llm_config"]
+__all__ = [
+    "MODEL",
+    "OfflineModelClient",
+    "build_assistant",
+    "build_group_chat",
+    "build_member",
+    "build_pair",
+    "offline_llm_config",
+]

@@ -2,8 +2,8 @@
 
 An ``AssistantAgent`` keeps its conversation in its model context as ``LLMMessage`` objects. A
 turn's messages are read from the tail of that context; whole conversations move through the
-agent's public ``save_state()`` / ``load_state()``. ``agent`` drives one ``AssistantAgent``,
-``conversion`` maps LLM messages to canonical messages and back. Nothing here imports AutoGen
+agent's public ``save_state()`` / ``load_state()``. ``agent`` drives one ``AssistantAgent``, ``team``
+a team of them, ``conversion`` maps LLM messages to canonical messages and back. Nothing here imports AutoGen
 until a driver is built, so recognising agents costs nothing when the family is not installed.
 """
 
@@ -16,6 +16,7 @@ from .._gates import AGENTCHAT_MINIMUM, AGENTCHAT_TESTED
 from ..base import Family
 from .agent import AgentChatDriver
 from .conversion import NativeMessage, to_canonical, to_native
+from .team import SUPPORTED_TEAMS, AgentChatTeamDriver
 
 _MODULE = "autogen_agentchat"
 # the interfaces every agentchat agent and team derives from (`autogen_agentchat.base`)
@@ -37,17 +38,19 @@ class AgentChatFamily(Family):
     def owns(self, agent: object) -> bool:
         return bool(_interfaces(agent))
 
-    def drive(self, agent: Any) -> AgentChatDriver:
+    def drive(self, agent: Any) -> AgentChatDriver | AgentChatTeamDriver:
         from autogen_agentchat.agents import AssistantAgent
 
+        if "Team" in _interfaces(agent):
+            return AgentChatTeamDriver(agent, self.check_version())
         if not isinstance(agent, AssistantAgent):
             kind = type(agent).__qualname__
-            what = "team" if "Team" in _interfaces(agent) else "agent"
             raise UnsupportedAgent(
-                f"the agent factory returned an autogen_agentchat {what} ({kind}); agentsession "
-                "drives one AssistantAgent (or a subclass of it) per conversation. Teams and "
-                "other agent types are not supported yet: return an AssistantAgent configured "
-                "with the model client, system message and tools the conversation needs."
+                f"the agent factory returned an autogen_agentchat agent ({kind}); agentsession "
+                "drives one AssistantAgent (or a subclass of it) per conversation, or a team "
+                f"({', '.join(SUPPORTED_TEAMS)}) of them. Other agent types are not supported: "
+                "return an AssistantAgent configured with the model client, system message and "
+                "tools the conversation needs."
             )
         return AgentChatDriver(agent, self.check_version())
 
@@ -64,4 +67,12 @@ def _interfaces(agent: object) -> set[str]:
     }
 
 
-__all__ = ["AgentChatDriver", "AgentChatFamily", "NativeMessage", "to_canonical", "to_native"]
+__all__ = [
+    "SUPPORTED_TEAMS",
+    "AgentChatDriver",
+    "AgentChatFamily",
+    "AgentChatTeamDriver",
+    "NativeMessage",
+    "to_canonical",
+    "to_native",
+]

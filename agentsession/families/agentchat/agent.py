@@ -65,6 +65,7 @@ class AgentChatDriver(Driver):
         anchor = before[-1] if before else None
         emitted: list[Message] = []
         seen = start
+        injects = bool(getattr(self.agent, "_memory", None))  # see _forget_injections
 
         def report() -> None:
             # each message the context gained is emitted once it is there: the turn's tail is
@@ -74,7 +75,11 @@ class AgentChatDriver(Driver):
             if now is None or len(now) == seen:
                 return
             seen = len(now)
-            tail = to_canonical(message.model_dump(mode="json") for message in now[start:])
+            tail = to_canonical(
+                message.model_dump(mode="json")
+                for message in now[start:]
+                if not (injects and type(message).__name__ == "SystemMessage")
+            )
             for message in tail[len(emitted) :]:
                 emitted.append(message)
                 emit(MessageEvent(message))
@@ -94,6 +99,8 @@ class AgentChatDriver(Driver):
             raise FamilyError(f"agent {self.agent.name!r} ended its turn without a response")
 
         added = await self._added_since(context, start, anchor)
+        if injects:
+            added = self._forget_injections(context, start, added)
         reply = getattr(response.chat_message, "content", None)
         if isinstance(reply, str) and not _ends_with_assistant_text(added):
             # Without reflect_on_tool_use (or on a handoff) the reply is a summary the model never
@@ -111,6 +118,18 @@ class AgentChatDriver(Driver):
         for message in converted[len(emitted) :]:
             emit(MessageEvent(message))
         return Turn(tuple(messages), usage=_usage(response))
+
+    def _forget_injections(
+        self, context: ChatCompletionContext, start: int, added: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Drop the ``SystemMessage``s ``memory=`` injected this turn: the memory is the
+        agent's configuration, queried again every turn, not conversation. AutoGen writes each
+        turn's injection into the context, so without this a conversation would hold one copy
+        per turn and a rebuilt agent would see them all."""
+        live = _message_list(context)
+        if live is not None and len(live) >= start:
+            live[start:] = [m for m in live[start:] if type(m).__name__ != "SystemMessage"]
+        return [m for m in added if m.get("type") != "SystemMessage"]
 
     async def export_history(self) -> list[Message]:
         await self._baseline()

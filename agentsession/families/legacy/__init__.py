@@ -5,7 +5,8 @@ OpenAI-style dicts; the system message is not part of it. The driver stores it b
 name and re-keys it onto fresh agents. A turn is driven with public calls only (``send``,
 ``generate_reply``), never ``initiate_chat``, whose ``clear_history`` default wipes history.
 
-``agent`` drives a (user proxy, assistant) pair, ``conversion`` maps AutoGen's message dicts to
+``agent`` drives a (user proxy, assistant) pair, ``groupchat`` a ``GroupChatManager`` (alone
+or with the user proxy that runs the group's tools), ``conversion`` maps AutoGen's message dicts to
 canonical messages and back, ``_quirks`` holds the version-specific side effects (console
 output, the reply cache). Nothing here imports AutoGen until a driver is built.
 """
@@ -20,6 +21,7 @@ from ..base import Family
 from ._quirks import _llm_config, _offers_tools, _warn_once, reply_cache_problem
 from .agent import MAX_TOOL_ROUNDS, LegacyDriver
 from .conversion import to_canonical, to_native
+from .groupchat import LegacyGroupChatDriver, is_group_chat_manager
 
 
 def is_conversable(obj: object) -> bool:
@@ -31,7 +33,7 @@ def is_conversable(obj: object) -> bool:
 
 
 class LegacyFamily(Family):
-    """The ``import autogen`` API. The driver runs one assistant and the user proxy it talks to."""
+    """The ``import autogen`` API: one assistant and the user proxy it talks to, or a group chat."""
 
     name = "legacy"
     module = "autogen"
@@ -45,8 +47,17 @@ class LegacyFamily(Family):
             return len(agent) == 2 and all(is_conversable(part) for part in agent)
         return is_conversable(agent)
 
-    def drive(self, agent: Any) -> LegacyDriver:
+    def drive(self, agent: Any) -> LegacyDriver | LegacyGroupChatDriver:
         version = self.check_version()
+        if is_group_chat_manager(agent):
+            return LegacyGroupChatDriver(agent, None, version)
+        if isinstance(agent, tuple) and is_group_chat_manager(agent[1]):
+            return LegacyGroupChatDriver(agent[1], agent[0], version)
+        if isinstance(agent, tuple) and is_group_chat_manager(agent[0]):
+            raise UnsupportedAgent(
+                f"the agent factory returned ({agent[0].name!r}, {agent[1].name!r}): return "
+                "(user_proxy, manager), in that order"
+            )
         if isinstance(agent, tuple):
             user, assistant = agent
             if assistant.llm_config is False and user.llm_config is not False:
@@ -78,6 +89,7 @@ __all__ = [
     "MAX_TOOL_ROUNDS",
     "LegacyDriver",
     "LegacyFamily",
+    "LegacyGroupChatDriver",
     "is_conversable",
     "reply_cache_problem",
     "to_canonical",
