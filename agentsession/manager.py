@@ -153,16 +153,22 @@ def _turn_key(key: str | None, text: str, sender: str) -> TurnKey | None:
 
 
 def _factory_takes_context(factory: AgentFactory) -> bool:
+    """Does ``factory`` want the ``SessionContext``? Only through a required positional
+    parameter, or one annotated or named as the context: a factory whose positional
+    parameters all have defaults (``build_agent(name="assistant")``) is called bare."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # some builtins and C callables have no signature
         return True
-    positional = [
-        p
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    return bool(positional)
+    for p in signature.parameters.values():
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        annotation = getattr(p.annotation, "__name__", p.annotation)  # a str if postponed
+        if p.name in ("context", "ctx") or "SessionContext" in str(annotation):
+            return True
+        if p.kind is not p.VAR_POSITIONAL and p.default is p.empty:
+            return True
+    return False
 
 
 class AsyncSessionManager:
