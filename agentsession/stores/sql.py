@@ -20,10 +20,12 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
+    ConfigurationError,
     ConflictError,
     LeaseLost,
     MissingDependency,
     SessionNotFound,
+    StoreNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -37,6 +39,7 @@ from .base import (
     StoredTurn,
     TurnKey,
     page_bounds,
+    redact_url,
     take_url_options,
 )
 
@@ -46,6 +49,7 @@ try:
     from sqlalchemy.dialects import mysql
     from sqlalchemy.engine import Connection, Dialect
 except ImportError as exc:  # pragma: no cover - exercised without the extra
+    # stores.store_class names the extra of the URL's scheme ([postgresql] or [mysql])
     raise MissingDependency("sqlalchemy", "postgresql", "The SQL store") from exc
 
 T = TypeVar("T")
@@ -107,17 +111,29 @@ class SQLStore(Store):
         self.table_prefix = table_prefix
         self._display = _without_password(url)
         connect_args = {"connect_timeout": int(max(1, connect_timeout))}
-        self.engine = sa.create_engine(
-            url,
-            pool_size=pool_size,
-            # no pre-ping round trip per checkout: a dead connection is retried once instead
-            pool_pre_ping=False,
-            # every use is inside engine.begin(), which commits or rolls back: a reset on
-            # return to the pool would only add a ROLLBACK round trip to each call
-            pool_reset_on_return=None,
-            pool_recycle=1800,
-            connect_args=connect_args,
-        )
+        try:
+            self.engine = sa.create_engine(
+                url,
+                pool_size=pool_size,
+                # no pre-ping round trip per checkout: a dead connection is retried once instead
+                pool_pre_ping=False,
+                # every use is inside engine.begin(), which commits or rolls back: a reset on
+                # return to the pool would only add a ROLLBACK round trip to each call
+                pool_reset_on_return=None,
+                pool_recycle=1800,
+                connect_args=connect_args,
+            )
+        except ImportError as exc:  # the database driver (psycopg, PyMySQL) is missing
+            extra = (
+                "mysql" if sa.engine.make_url(url).get_backend_name() in _MYSQL else "postgresql"
+            )
+            raise MissingDependency(
+                exc.name or "the database driver", extra, "The SQL store"
+            ) from exc
+        except (ValueError, sa_exc.ArgumentError) as exc:
+            raise ConfigurationError(
+                f"{self._display} is not a usable database URL: {exc}"
+            ) from exc
         self.dialect = self.engine.dialect.name
         metadata = sa.MetaData()
         text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
@@ -190,6 +206,17 @@ class SQLStore(Store):
     def _create_tables(self) -> None:
         with self._ready_lock:  # threads of one process
             if self._ready:
+                return
+            if not self.create_schema:
+                tables = (self.conversations, self.messages, self.leases)
+                inspector = sa.inspect(self.engine)
+                if not all(inspector.has_table(table.name) for table in tables):
+                    raise StoreNotFound(
+                        f"no agentsession tables named {self.table_prefix}* at {self._display}: "
+                        "is the URL or ?table_prefix= right? ('agentsession store init' "
+                        "creates them)"
+                    )
+                self._ready = True
                 return
             for attempt in range(5):
                 try:
@@ -789,4 +816,7 @@ def _is_deadlock(exc: sa_exc.DBAPIError) -> bool:
 
 
 def _without_password(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (ValueError, sa_exc.ArgumentError):  # not a URL SQLAlchemy can read: say so later
+        return redact_url(url)
