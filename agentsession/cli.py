@@ -503,6 +503,8 @@ def ls(args: argparse.Namespace) -> int:
     damaged = [info for info in sessions if info.problem]
     for info in damaged:
         print(f"agentsession: {info.problem}", file=sys.stderr)
+    if len(sessions) == args.limit:
+        print(f"agentsession: the {args.limit} most recent; --limit N lists more", file=sys.stderr)
     return EXIT_NOT_FOUND if damaged else EXIT_OK
 
 

@@ -23,6 +23,7 @@ from conftest import need_server
 from agentsession import SessionManager, cli
 from agentsession.cli import EXIT_CODES, main
 from agentsession.offline import offline_agent_factory, user_messages_seen
+from agentsession.stores.base import redact_url
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -120,9 +121,9 @@ def test_chat_reports_an_oversized_message_and_goes_on(
 
 
 def test_doctor_runs_its_round_trip_on_the_given_store_and_cleans_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    durable_store_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'd.db'}"
+    url = durable_store_url
     assert main(["store", "init", "--store", url]) == 0
     opened: list[str] = []
     real_open = cli.open_store
@@ -130,11 +131,20 @@ def test_doctor_runs_its_round_trip_on_the_given_store_and_cleans_up(
     assert main(["doctor", "--store", url]) == 0
     out = capsys.readouterr().out
     assert "all good" in out and "the model saw all 3 user messages" in out
-    assert f"Persistence round trip (offline model, on {url})" in out
+    assert f"Persistence round trip (offline model, on {redact_url(url)})" in out
     assert opened and set(opened) == {url}  # no temporary store anywhere
     assert "field report" not in out
     assert main(["ls", "--store", url]) == 0  # the doctor's conversation is gone again
     assert capsys.readouterr().out == ""
+
+
+def test_ls_says_when_it_shows_only_the_most_recent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = seeded("agentchat" if _agentchat() else "legacy", tmp_path / "l.db", "a", "b", "c")
+    assert main(["ls", "--limit", "2", "--store", url]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and "--limit N lists more" in err
 
 
 def test_doctor_creates_nothing_and_says_the_store_is_not_there_yet(
