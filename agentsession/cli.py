@@ -80,6 +80,10 @@ def _store_url(args: argparse.Namespace) -> str:
     )
 
 
+def _many(count: int) -> str:
+    return f"{count} conversation{'' if count == 1 else 's'}"
+
+
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -666,18 +670,18 @@ def gc(args: argparse.Namespace) -> int:
             print(f"... and {len(idle_ones) - len(shown)} more", file=out)
         limit = f"idle longer than {_duration(idle)}" + (" (the TTL)" if args.idle is None else "")
         if args.dry_run:
-            print(f"dry run: {len(idle_ones)} conversations {limit}; nothing removed", file=out)
+            print(f"dry run: {_many(len(idle_ones))} {limit}; nothing removed", file=out)
             return EXIT_OK
         if not idle_ones:
             print(f"removed 0 conversations: none is {limit}", file=out)
             return EXIT_OK
         if not args.yes and _interactive():
-            answer = input(f"remove these {len(idle_ones)} conversations? [y/N] ")
+            answer = input(f"remove {_many(len(idle_ones))}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing removed", file=out)
                 return EXIT_OK
         removed = manager.gc(idle)
-    print(f"removed {removed} conversations {limit}", file=out)
+    print(f"removed {_many(removed)} {limit}", file=out)
     return EXIT_OK
 
 
@@ -693,7 +697,7 @@ def migrate(args: argparse.Namespace) -> int:
             except AgentSessionError as exc:
                 bad += 1
                 print(f"{info.session_id}: {exc}", file=out)
-    print(f"checked {len(sessions)} conversations: {bad} unreadable, left in place", file=out)
+    print(f"checked {_many(len(sessions))}: {bad} unreadable, left in place", file=out)
     return EXIT_NOT_FOUND if bad else EXIT_OK
 
 

@@ -605,7 +605,7 @@ def test_gc_dry_run_lists_and_removes_nothing(
     assert main(["gc", "--idle", "86400", "--dry-run", "--store", url]) == 0
     out = capsys.readouterr().out
     assert f"would remove {old}" in out and new not in out
-    assert "dry run: 1 conversations idle longer than 24h; nothing removed" in out
+    assert "dry run: 1 conversation idle longer than 24h; nothing removed" in out
     assert main(["show", old, "--store", url]) == 0
 
 
@@ -624,7 +624,7 @@ def test_gc_asks_when_interactive_and_prints_what_it_removed(
     capsys.readouterr()
     assert main(["gc", "--idle", "86400", "--store", url]) == 0
     out = capsys.readouterr().out
-    assert f"removing {old}" in out and "removed 1 conversations" in out and new not in out
+    assert f"removing {old}" in out and "removed 1 conversation idle" in out and new not in out
     assert main(["show", old, "--store", url]) == 1
     assert main(["show", new, "--store", url]) == 0
 
@@ -640,6 +640,6 @@ def test_gc_uses_the_ttl_of_the_store_url_and_yes_skips_the_question(
     assert main(["gc", "--yes", "--store", f"{url}?ttl=3600"]) == 0
     out = capsys.readouterr().out
     assert f"removing {old}" in out
-    assert "removed 1 conversations idle longer than 60min (the TTL)" in out
+    assert "removed 1 conversation idle longer than 60min (the TTL)" in out
     assert main(["ls", "--store", url]) == 0
     assert old not in capsys.readouterr().out

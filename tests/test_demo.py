@@ -125,6 +125,19 @@ def test_no_favicon_404_and_a_readable_size_limit(tmp_path: Path) -> None:
     assert form.status_code == 413 and "68.4 KB" in form.text and "Back" in form.text
 
 
+def test_agentsession_ls_lists_what_the_demo_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentsession.cli import main
+
+    monkeypatch.delenv("AGENTSESSION_STORE", raising=False)
+    (hello,) = in_process(demo.DEFAULT_STORE, ("POST", "/api/send", {"json": {"text": "hi"}}))
+    assert hello.status_code == 200
+    assert main(["ls"]) == 0  # no --store: the same default file
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[1].split()[1] == "2"  # header, one conversation
+
+
 def test_the_signing_key_is_made_once_and_can_be_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
