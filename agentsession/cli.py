@@ -445,7 +445,10 @@ def chat(args: argparse.Namespace) -> int:
         again = ["agentsession", "chat", "--store", redact_url(store_url), "--session", session.id]
         if args.family:
             again[2:2] = ["--family", args.family]
-        print(f"bye; continue with: {shlex.join(again)}", file=out)
+        if store_url.startswith("memory:"):
+            print("bye; memory:// keeps nothing after this process ends", file=out)
+        else:
+            print(f"bye; continue with: {shlex.join(again)}", file=out)
     return EXIT_OK
 
 

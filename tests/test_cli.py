@@ -107,6 +107,15 @@ def test_chat_continues_after_a_process_restart_with_the_command_it_prints(
     assert second.stdout.count("\n") == 4, second.stdout
 
 
+def test_chat_on_memory_does_not_promise_to_continue(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    assert main(["chat", "--store", "memory://"]) == 0
+    out = capsys.readouterr().out
+    assert "continue with" not in out and "memory:// keeps nothing" in out
+
+
 def test_chat_reports_an_oversized_message_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
