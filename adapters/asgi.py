@@ -3,7 +3,7 @@
 from agentsession import AsyncSessionManager
 from agentsession.adapters.asgi import AgentSessionMiddleware, get_session
 
-manager = AsyncSessionManager(build_agent, "sqlite:///agents.db")
+manager = AsyncSessionManager(build_agent, "sqlite:///agentsession.db")
 middleware = [Middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET)]
 app = Starlette(routes=routes, middleware=middleware)
 # or, around any ASGI app: app = AgentSessionMiddleware(app, manager, secret_key=SECRET)

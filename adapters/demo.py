@@ -11,17 +11,19 @@ overrides it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import html
 import json
 import logging
 import os
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from agentsession.errors import MissingDependency
+from agentsession.errors import ConfigurationError, MessageTooLarge, MissingDependency
 from agentsession.manager import AsyncSessionManager
 from agentsession.messages import Message
 from agentsession.offline import installed_family, offline_agent_factory, offline_team_factory
@@ -40,7 +42,7 @@ from .asgi import AgentSessionMiddleware, get_session
 
 logger = logging.getLogger("agentsession")
 
-DEFAULT_STORE = "sqlite:///agentsession-demo.db"
+DEFAULT_STORE = "sqlite:///agentsession.db"  # the same default as the engine and the CLI
 STORE_ENV, FAMILY_ENV, SECRET_ENV = (
     "AGENTSESSION_DEMO_STORE",
     "AGENTSESSION_DEMO_FAMILY",
@@ -67,15 +69,28 @@ def create_app(
     async def page(request: Request) -> Response:
         # a first visit has no id: its (empty) history costs no store I/O
         history = _transcript(await get_session(request).history())
-        fill = {"about": html.escape(about), "log": _items(history)}
-        return HTMLResponse(re.sub(r"\{(about|log)\}", lambda m: fill[m.group(1)], PAGE))
+        fill = {
+            "about": html.escape(about),
+            "log": _items(history),
+            "hint": "" if not history else " hidden",
+        }
+        return HTMLResponse(re.sub(r"\{(about|log|hint)\}", lambda m: fill[m.group(1)], PAGE))
 
     async def send(request: Request) -> Response:
         is_form, text = await _message(request)
         if not text:
             return _error("Type a message first.", 400, is_form)
         session = get_session(request)
-        reply = await session.send(text)
+        try:
+            reply = await session.send(text)
+        except MessageTooLarge:
+            return _error(
+                f"That message is {_size(len(text.encode()))}; the demo takes at most "
+                f"{_size(manager.max_message_bytes)}. Shorten it and send it again.",
+                413,
+                is_form,
+                code="message_too_large",
+            )
         if is_form:  # the page also works without JavaScript
             return RedirectResponse("/", status_code=303)
         history = _transcript(await session.history())
@@ -90,6 +105,13 @@ def create_app(
         if "application/json" not in request.headers.get("accept", ""):
             return RedirectResponse("/", status_code=303)
         return JSONResponse({"history": [], "pid": os.getpid()})
+
+    async def confirm_new(request: Request) -> Response:
+        # without JavaScript, "New conversation" asks here before anything is deleted
+        return HTMLResponse(CONFIRM_PAGE)
+
+    async def favicon(request: Request) -> Response:
+        return Response(FAVICON, media_type="image/svg+xml")
 
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "pid": os.getpid()})
@@ -106,6 +128,8 @@ def create_app(
             Route("/api/send", send, methods=["POST"]),
             Route("/api/history", history),
             Route("/api/new", new, methods=["POST"]),
+            Route("/new", confirm_new),
+            Route("/favicon.ico", favicon),
             Route("/health", health),
         ],
         middleware=[middleware],
@@ -138,6 +162,7 @@ def serve(
 
     chosen = family or installed_family()
     offline_agent_factory(chosen)  # an uninstalled family fails here, not in the worker
+    _check_port_free(host, port)  # before the banner: a taken port is an error, not a hang
     secret_key(open_store(store_url))  # made once, before any worker or reloaded process
     os.environ[STORE_ENV], os.environ[FAMILY_ENV] = store_url, chosen
     os.environ[TEAM_ENV] = "1" if team else ""
@@ -153,6 +178,26 @@ def serve(
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """``ConfigurationError`` if ``host:port`` cannot be listened on (in use, unknown host)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"port {port} on {host} is already in use (another demo or server?): "
+                    "stop it or choose another with --port"
+                ) from None
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def secret_key(store: Store) -> str:
@@ -212,10 +257,15 @@ async def _message(request: Request) -> tuple[bool, str]:
     return True, (form.get("text") or [""])[0].strip()
 
 
-def _error(message: str, status: int, is_form: bool) -> Response:
+def _size(count: int) -> str:
+    return f"{count:,} bytes" if count < 1024 else f"{count / 1024:,.1f} KB".replace(".0 KB", " KB")
+
+
+def _error(message: str, status: int, is_form: bool, code: str | None = None) -> Response:
     if is_form:
         return HTMLResponse(f"<p>{html.escape(message)} <a href='/'>Back</a></p>", status)
-    return JSONResponse({"detail": message}, status)
+    body = {"detail": message} if code is None else {"detail": message, "code": code}
+    return JSONResponse(body, status)
 
 
 PAGE = """<!doctype html>
@@ -224,6 +274,7 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>agentsession demo</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml">
 <style>
 body { font: 16px/1.45 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 h1 { font-size: 1.4rem; margin-bottom: .2rem; }
@@ -242,16 +293,20 @@ button { padding: .5rem .9rem; font: inherit; }
 <body>
 <h1>agentsession demo</h1>
 <p id="about">{about}. Reload the page or restart the server: the conversation stays.</p>
+<p id="hint"{hint}>No messages yet. Say something, then reload the page or restart
+<code>agentsession demo</code>: the reply tells you how many of your messages the model has
+seen, and "what did I say earlier?" makes it quote them.</p>
 <ul id="log">{log}</ul>
 <form id="chat" method="post" action="/api/send">
 <input id="text" name="text" autocomplete="off" placeholder="Say something" autofocus required>
 <button id="send">Send</button>
 </form>
-<form id="new" method="post" action="/api/new"><button>New conversation</button></form>
+<form id="new" method="get" action="/new"><button>New conversation</button></form>
 <p id="status" role="status"></p>
 <script>
 const log = document.getElementById("log"), status = document.getElementById("status");
 function show(history) {
+  document.getElementById("hint").hidden = history.length > 0;
   log.replaceChildren(...history.map((m) => {
     const li = document.createElement("li"), who = document.createElement("b");
     li.className = m.role; who.textContent = m.name || m.role;
@@ -277,9 +332,28 @@ document.getElementById("chat").addEventListener("submit", async (event) => {
 });
 document.getElementById("new").addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (log.children.length && !confirm("Delete this conversation and start a new one?")) return;
   await post("/api/new");
 });
 </script>
 </body>
 </html>
 """
+
+CONFIRM_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>New conversation? - agentsession demo</title>
+<link rel="icon" href="/favicon.ico" type="image/svg+xml"></head>
+<body style="font: 16px/1.45 system-ui, sans-serif; max-width: 44rem; margin: 2rem auto">
+<p>Delete this conversation and start a new one? This cannot be undone.</p>
+<form method="post" action="/api/new"><button>Delete and start again</button>
+<a href="/">Keep it</a></form>
+</body>
+</html>
+"""
+
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="12" rx="3" fill="#1a73e8"/><path d="M4 12l-1 4 5-4z" fill="#1a73e8"/>'
+    "</svg>"
+)

@@ -6,7 +6,7 @@ agent_session = AgentSession(factory=build_agent)     # or AgentSession(app, fac
 
 def create_app():
     app = Flask(__name__)
-    app.config["AGENTSESSION_STORE"] = "sqlite:///agents.db"
+    app.config["AGENTSESSION_STORE"] = "sqlite:///agentsession.db"
     agent_session.init_app(app)
     app.register_blueprint(chat_blueprint)
     return app

@@ -3,7 +3,7 @@
 from agentsession import SessionManager
 from agentsession.adapters.wsgi import AgentSessionWSGIMiddleware
 
-manager = SessionManager(build_agent, "sqlite:///agents.db")
+manager = SessionManager(build_agent, "sqlite:///agentsession.db")
 application = AgentSessionWSGIMiddleware(application, manager, secret_key=SECRET)
 
 def chat(environ, start_response):                # Django: request.environ[...]

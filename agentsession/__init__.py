@@ -2,7 +2,7 @@
 
 from agentsession import SessionManager
 
-manager = SessionManager(build_agent, "sqlite:///agents.db")
+manager = SessionManager(build_agent, "sqlite:///agentsession.db")
 session = manager.session()            # a new conversation, or manager.session(known_id)
 reply = session.send("hello")          # the agent sees every earlier turn
 """

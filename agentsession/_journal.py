@@ -117,6 +117,11 @@ async def replay(store: Store, session_id: str, after: int = -1) -> AsyncIterato
         if page.writing or page.events:
             quiet_since = None
         elif quiet_since is None:
+            # nothing new and nobody writing: the reader may already have the turn's end
+            whole = await store.journal_read(session_id)
+            last = whole.events[-1] if whole is not None and whole.events else {}
+            if last.get("type") == "end" and int(last.get("seq", -1)) <= after:
+                return
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since > GRACE:
             raise StreamInterrupted(session_id, "stopped before its end: its worker died")

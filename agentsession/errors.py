@@ -91,6 +91,11 @@ class OutcomeUnknown(StoreUnavailable):
     """
 
 
+class StoreNotFound(StoreError):
+    """The store was opened with ``create_schema=False`` and holds no agentsession data yet
+    (no database file, or no agentsession tables under that prefix)."""
+
+
 class CorruptRecord(StoreError):
     """A stored record cannot be decoded. It is left in place for inspection."""
 
@@ -99,8 +104,9 @@ class CorruptRecord(StoreError):
         self.detail = detail
         super().__init__(
             f"session {session_id!r} holds a record that cannot be read ({detail}). "
-            "The record was left untouched: inspect it with "
-            f"'agentsession show {session_id}', or remove it with 'agentsession rm {session_id}'."
+            "The record was left untouched: 'agentsession migrate' lists every unreadable "
+            f"conversation and 'agentsession rm {session_id}' removes this one (both with the "
+            "store's --store URL)."
         )
 
 

@@ -154,16 +154,23 @@ def _turn_key(key: str | None, text: str, sender: str) -> TurnKey | None:
 
 
 def _factory_takes_context(factory: AgentFactory) -> bool:
+    """Does ``factory`` want the ``SessionContext`` (passed as its first argument)? Only if its
+    first positional parameter is required, or named or annotated as the context: a factory
+    whose parameters all have defaults (``build_agent(name="assistant")``) is called bare."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # some builtins and C callables have no signature
         return True
-    positional = [
-        p
-        for p in signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    return bool(positional)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    first = next(
+        (p for p in signature.parameters.values() if p.kind in (*kinds, p.VAR_POSITIONAL)), None
+    )
+    if first is None:
+        return False
+    annotation = getattr(first.annotation, "__name__", first.annotation)  # a str if postponed
+    if first.name in ("context", "ctx") or "SessionContext" in str(annotation):
+        return True
+    return first.kind in kinds and first.default is first.empty
 
 
 class AsyncSessionManager:

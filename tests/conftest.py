@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,3 +149,29 @@ def family(request: pytest.FixtureRequest) -> str:
 def _no_cache_dir_in_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # legacy AutoGen may write ./.cache; keep every test's cwd in its own tmp dir
     monkeypatch.chdir(tmp_path)
+
+
+# what a "slow" test starts: another Python, a web server, a database, a browser
+_SLOW_PROGRAMS = ("python", "uvicorn", "gunicorn", "chromium", "redis-server", "pg_ctl", "postgres",
+                  "mysqld", "mariadbd")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _only_slow_tests_start_processes(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pytest -m "not slow"`` is the in-process subset: a test that starts a Python
+    subprocess, a server or a browser must be marked ``@pytest.mark.slow``."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import subprocess
+
+    real_init = subprocess.Popen.__init__
+
+    def checked_init(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        program = str(args if isinstance(args, (str, bytes, os.PathLike)) else args[0])
+        if Path(program).name.startswith(_SLOW_PROGRAMS) or program == sys.executable:
+            pytest.fail(f"{request.node.nodeid} starts {program}: mark it @pytest.mark.slow")
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked_init)

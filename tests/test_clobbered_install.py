@@ -8,10 +8,13 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("AGENTSESSION_EXPECT_CLOBBERED") != "1",
-    reason="only meaningful in the nox cell that clobbers the autogen folder",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("AGENTSESSION_EXPECT_CLOBBERED") != "1",
+        reason="only meaningful in the nox cell that clobbers the autogen folder",
+    ),
+    pytest.mark.slow,
+]
 
 
 def test_doctor_flags_the_clobbered_folder_and_names_both_distributions() -> None:

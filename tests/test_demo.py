@@ -78,6 +78,66 @@ def test_the_page_works_without_javascript_and_says_what_went_wrong(tmp_path: Pa
     assert after.json()["history"] == []
 
 
+def test_an_empty_page_says_what_to_do_and_a_full_one_does_not(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    empty, _, full = in_process(
+        store,
+        ("GET", "/", {}),
+        ("POST", "/api/send", {"json": {"text": "hello"}}),
+        ("GET", "/", {}),
+    )
+    assert '<p id="hint">No messages yet.' in empty.text
+    assert '<p id="hint" hidden>' in full.text
+
+
+def test_new_conversation_asks_before_it_deletes(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    _, page, asked, history, deleted, after = in_process(
+        store,
+        ("POST", "/api/send", {"json": {"text": "keep me"}}),
+        ("GET", "/", {}),
+        ("GET", "/new", {}),  # the button without JavaScript: a question, nothing deleted
+        ("GET", "/api/history", {}),
+        ("POST", "/api/new", {}),  # the confirmation page's form
+        ("GET", "/api/history", {}),
+    )
+    assert 'action="/new"' in page.text  # the button without JavaScript goes to the question
+    assert 'confirm("Delete this conversation' in page.text  # with JavaScript: a dialog
+    assert asked.status_code == 200 and "cannot be undone" in asked.text
+    assert 'action="/api/new"' in asked.text
+    assert history.json()["history"][0]["content"] == "keep me"
+    assert deleted.status_code == 303 and after.json()["history"] == []
+
+
+def test_no_favicon_404_and_a_readable_size_limit(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    icon, huge, form = in_process(
+        store,
+        ("GET", "/favicon.ico", {}),
+        ("POST", "/api/send", {"json": {"text": "x" * 70_000}}),
+        ("POST", "/api/send", {"data": {"text": "x" * 70_000}}),
+    )
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert huge.status_code == 413 and huge.json()["code"] == "message_too_large"
+    assert huge.json()["detail"] == (
+        "That message is 68.4 KB; the demo takes at most 64 KB. Shorten it and send it again."
+    )
+    assert form.status_code == 413 and "68.4 KB" in form.text and "Back" in form.text
+
+
+def test_agentsession_ls_lists_what_the_demo_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentsession.cli import main
+
+    monkeypatch.delenv("AGENTSESSION_STORE", raising=False)
+    (hello,) = in_process(demo.DEFAULT_STORE, ("POST", "/api/send", {"json": {"text": "hi"}}))
+    assert hello.status_code == 200
+    assert main(["ls"]) == 0  # no --store: the same default file
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2 and listed[1].split()[1] == "2"  # header, one conversation
+
+
 def test_the_signing_key_is_made_once_and_can_be_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +190,11 @@ def test_the_demo_in_a_browser_remembers_across_reload_and_restart(tmp_path: Pat
                     )
                 page.wait_for_function("document.querySelectorAll('#log li').length === 4")
                 assert "agentsession" not in page.evaluate("document.cookie")  # HttpOnly
+                assert page.locator("#hint").is_hidden()
+                dialogs: list[str] = []
+                page.once("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.click("#new button")  # asks first; dismissed, nothing is deleted
+                assert dialogs == ["Delete this conversation and start a new one?"]
                 page.reload()
                 items = page.locator("#log li").all_text_contents()
             assert len(items) == 4, items

@@ -234,6 +234,7 @@ _HOLD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kills a worker process
 def test_a_killed_workers_conversation_is_free_within_its_lease(durable_store_url: str) -> None:
     """kill -9 during a turn: the default lease (a few seconds) frees the conversation."""
     with SessionManager(offline_agent_factory("agentchat"), durable_store_url) as manager:

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MissingDependency
 from .base import (
     Conversation,
     MessagePage,
@@ -31,6 +31,14 @@ _REGISTRY: dict[str, str] = {
     "mariadb": "agentsession.stores.sql:SQLStore",
 }
 
+# the extra that installs what a scheme's store needs, where one module serves several
+_EXTRAS = {
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+
 
 def register_store(scheme: str, target: str) -> None:
     """Make ``open_store`` build ``target`` ("package.module:Class") for URLs of ``scheme``."""
@@ -40,13 +48,24 @@ def register_store(scheme: str, target: str) -> None:
 def store_class(url: str) -> type[Store]:
     scheme = urlsplit(url).scheme.split("+", 1)[0]
     target = _REGISTRY.get(scheme)
+    if not scheme:
+        raise ConfigurationError(
+            f"{url!r} is not a store URL: name a scheme, e.g. sqlite:///{url or 'agentsession.db'}"
+        )
     if target is None:
         known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
         raise ConfigurationError(
             f"no store for URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
         )
     module_name, _, class_name = target.partition(":")
-    cls: type[Store] = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except MissingDependency as exc:  # one module serves several schemes: name this one's extra
+        extra = _EXTRAS.get(scheme, exc.extra)
+        if extra == exc.extra:
+            raise
+        raise MissingDependency(exc.package, extra, f"The {scheme}:// store") from exc
+    cls: type[Store] = getattr(module, class_name)
     return cls
 
 

@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
-from ..errors import CorruptRecord, DecryptionError, StoreError, UnknownSchemaVersion
+from ..errors import (
+    ConfigurationError,
+    CorruptRecord,
+    DecryptionError,
+    StoreError,
+    UnknownSchemaVersion,
+)
 from ..messages import Message
 
 logger = logging.getLogger("agentsession")
@@ -273,17 +279,42 @@ def redact_url(url: str) -> str:
     return shown + (f"#{REDACTED}" if parts.fragment else "")
 
 
+def url_port(url: str) -> int | None:
+    """The URL's port, or ``ConfigurationError`` if it is not a number from 0 to 65535."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        port = urlsplit(url).netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ConfigurationError(
+            f"the port {port!r} in {redact_url(url)} is not a number from 0 to 65535"
+        ) from None
+
+
+def seconds_option(name: str, value: str, url: str) -> float:
+    """A query option holding seconds (``ttl``, ``busy_timeout``): a positive number."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigurationError(
+            f"?{name}={value} in {redact_url(url)} is not a positive number of seconds"
+        )
+    return seconds
+
+
 def take_url_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """Split agentsession's own query options (``ttl``, ``prefix``, …) off a store URL.
 
     Returns the URL without them (what the driver library sees) and the options, with
-    ``ttl`` as a float.
+    ``ttl`` as a float. A port or ``ttl`` that cannot work raises ``ConfigurationError``.
     """
+    url_port(url)
     parts = urlsplit(url)
     query = parse_qsl(parts.query)
     own: dict[str, Any] = {k: v for k, v in query if k in names}
     if "ttl" in own:
-        own["ttl"] = float(own["ttl"])
+        own["ttl"] = seconds_option("ttl", own["ttl"], url)
     rest = urlencode([(k, v) for k, v in query if k not in names])
     return urlunsplit(parts._replace(query=rest)), own
 
@@ -308,7 +339,12 @@ class Store(ABC):
         codec: RecordCodec | None = None,
         ttl: float | None = None,
         encryption_keys: Sequence[str | bytes] | None = None,
+        create_schema: bool = True,
     ) -> None:
+        """``create_schema=False`` opens an existing store only: a store that keeps a schema
+        (SQLite, SQL) then raises ``StoreNotFound`` instead of creating its file or tables,
+        as the read-only commands (``agentsession ls``, ``show``, ``doctor``) need."""
+        self.create_schema = create_schema
         if encryption_keys:
             from .encryption import EncryptedCodec
 

@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..errors import (
     ConfigurationError,
@@ -324,6 +325,13 @@ class RedisStore(Store):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         rest, own = take_url_options(url, ("prefix", "ttl"))
+        parts = urlsplit(rest)
+        database = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if database and not (database.isdigit() and database.isascii()):
+            raise ConfigurationError(
+                f"the Redis database in {redact_url(url)} is {database!r}: use a number "
+                "from 0 to the server's `databases` setting minus one (16 databases by default)"
+            )
         return cls(rest, **{**own, **options})
 
     # -- keys and plumbing ---------------------------------------------------------
@@ -354,6 +362,11 @@ class RedisStore(Store):
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis at {self._display} is unavailable: {exc}") from exc
         except RedisError as exc:
+            if "DB index is out of range" in str(exc):  # the URL's /N, refused on connect
+                raise ConfigurationError(
+                    f"Redis at {self._display} has no database with that number (its "
+                    "`databases` setting is lower): use a smaller number in the URL's path"
+                ) from exc
             if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
                 raise StoreUnavailable(f"Redis at {self._display} is not ready: {exc}") from exc
             raise

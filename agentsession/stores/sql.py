@@ -28,6 +28,7 @@ from ..errors import (
     MissingDependency,
     OutcomeUnknown,
     SessionNotFound,
+    StoreNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -54,6 +55,7 @@ try:
     from sqlalchemy.dialects import mysql
     from sqlalchemy.engine import Connection, Dialect
 except ImportError as exc:  # pragma: no cover - exercised without the extra
+    # stores.store_class names the extra of the URL's scheme ([postgresql] or [mysql])
     raise MissingDependency("sqlalchemy", "postgresql", "The SQL store") from exc
 
 T = TypeVar("T")
@@ -142,25 +144,40 @@ class SQLStore(Store):
         else:
             url = url or "postgresql+psycopg://postgres@127.0.0.1:5432/test"
             self._display = redact_url(url)
-            parsed = sa.engine.make_url(url)
+            try:
+                parsed = sa.engine.make_url(url)
+            except (ValueError, sa_exc.ArgumentError) as exc:
+                raise ConfigurationError(
+                    f"{self._display} is not a usable database URL: {exc}"
+                ) from exc
             postgres = parsed.get_backend_name() in ("postgresql", "postgres")
-            self.engine = sa.create_engine(
-                url,
-                pool_size=pool_size,
-                pool_timeout=timeout,  # every pooled connection busy: wait no longer than a call
-                # no pre-ping round trip per checkout: a dead connection is retried once instead
-                pool_pre_ping=False,
-                # every use is inside engine.begin(), which commits or rolls back: a reset on
-                # return to the pool would only add a ROLLBACK round trip to each call
-                pool_reset_on_return=None,
-                pool_recycle=1800,
-                connect_args=connect_args(
-                    "postgresql" if postgres else "mysql",
-                    dict(parsed.query),
-                    timeout,
-                    connect_timeout,
-                ),
-            )
+            try:
+                self.engine = sa.create_engine(
+                    url,
+                    pool_size=pool_size,
+                    pool_timeout=timeout,  # every pooled connection busy: wait no longer than a call
+                    # no pre-ping round trip per checkout: a dead connection is retried once instead
+                    pool_pre_ping=False,
+                    # every use is inside engine.begin(), which commits or rolls back: a reset on
+                    # return to the pool would only add a ROLLBACK round trip to each call
+                    pool_reset_on_return=None,
+                    pool_recycle=1800,
+                    connect_args=connect_args(
+                        "postgresql" if postgres else "mysql",
+                        dict(parsed.query),
+                        timeout,
+                        connect_timeout,
+                    ),
+                )
+            except ImportError as exc:  # the database driver (psycopg, PyMySQL) is missing
+                extra = "mysql" if parsed.get_backend_name() in _MYSQL else "postgresql"
+                raise MissingDependency(
+                    exc.name or "the database driver", extra, "The SQL store"
+                ) from exc
+            except (ValueError, sa_exc.ArgumentError) as exc:
+                raise ConfigurationError(
+                    f"{self._display} is not a usable database URL: {exc}"
+                ) from exc
         self.dialect = self.engine.dialect.name
         sa.event.listen(self.engine, "before_cursor_execute", _note_write)
         metadata = sa.MetaData()
@@ -251,6 +268,17 @@ class SQLStore(Store):
     def _create_tables(self) -> None:
         with self._ready_lock:  # threads of one process
             if self._ready:
+                return
+            if not self.create_schema:
+                tables = (self.conversations, self.messages, self.leases)
+                inspector = sa.inspect(self.engine)
+                if not all(inspector.has_table(table.name) for table in tables):
+                    raise StoreNotFound(
+                        f"no agentsession tables named {self.table_prefix}* at {self._display}: "
+                        "is the URL or ?table_prefix= right? ('agentsession store init' "
+                        "creates them)"
+                    )
+                self._ready = True
                 return
             for attempt in range(5):
                 try:

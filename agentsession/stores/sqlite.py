@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import (
     ConfigurationError,
     ConflictError,
     LeaseLost,
     SessionNotFound,
+    StoreNotFound,
     StoreUnavailable,
 )
 from ..messages import Message
@@ -39,6 +40,7 @@ from .base import (
     StoredTurn,
     TurnKey,
     page_bounds,
+    seconds_option,
 )
 
 T = TypeVar("T")
@@ -148,10 +150,9 @@ class SQLiteStore(Store):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if "synchronous" in query:
             options.setdefault("synchronous", query["synchronous"])
-        if "busy_timeout" in query:
-            options.setdefault("busy_timeout", float(query["busy_timeout"]))
-        if "ttl" in query:
-            options.setdefault("ttl", float(query["ttl"]))
+        for name in ("busy_timeout", "ttl"):
+            if name in query:
+                options.setdefault(name, seconds_option(name, query[name], url))
         return cls(path, **options)
 
     # -- connections ---------------------------------------------------------------
@@ -173,21 +174,34 @@ class SQLiteStore(Store):
         nowait = _on_event_loop()
         try:
             conn = sqlite3.connect(
-                self.path,
+                # without create_schema, a missing file is an error rather than a new database
+                self.path if self.create_schema else f"file:{quote(self.path)}?mode=rw",
                 timeout=0 if nowait else self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=not self.create_schema,
             )
+            if not self._schema_ready and not self.create_schema:
+                self._check_schema(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'OFF' if lease else self.synchronous}")
             if not self._schema_ready:
-                conn.executescript(_SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO agentsession_schema (name, version) VALUES ('store', ?)",
-                    (SQLITE_SCHEMA_VERSION,),
-                )
+                if self.create_schema:
+                    conn.executescript(_SCHEMA)
+                    conn.execute(
+                        "INSERT OR IGNORE INTO agentsession_schema (name, version) VALUES ('store', ?)",
+                        (SQLITE_SCHEMA_VERSION,),
+                    )
                 self._schema_ready = True
+        except StoreNotFound:
+            if conn is not None:
+                conn.close()
+            raise
         except sqlite3.OperationalError as exc:
+            if not self.create_schema and not os.path.exists(self.path):
+                raise StoreNotFound(
+                    f"no agentsession store at sqlite:///{self.path}: the file does not exist"
+                ) from None
             if conn is not None:
                 conn.close()
             if nowait and _is_busy(exc):
@@ -199,6 +213,17 @@ class SQLiteStore(Store):
         with self._connections_lock:
             self._connections.append(conn)
         return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+            "('agentsession_conversations', 'agentsession_messages', 'agentsession_leases')"
+        ).fetchone()[0]
+        if tables != 3:
+            raise StoreNotFound(
+                f"no agentsession tables in sqlite:///{self.path}: is it the right file? "
+                "('agentsession store init' creates them)"
+            )
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], lease: bool = False) -> T:
         try:

@@ -343,6 +343,7 @@ def test_owns_recognises_agentchat_objects_only() -> None:
         assert not FAMILY.owns(other)
 
 
+@pytest.mark.slow
 def test_owns_does_not_import_autogen_agentchat() -> None:
     code = (
         "import sys\n"
