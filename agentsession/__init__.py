@@ -20,11 +20,13 @@ from .errors import (
     InvalidInput,
     LimitExceeded,
     MessageTooLarge,
+    NotRepresentable,
     SessionBusy,
     SessionNotFound,
     StoreError,
     StoreUnavailable,
     UnknownSchemaVersion,
+    UnserializableState,
     UnsupportedAgent,
     UnsupportedVersion,
 )
@@ -38,7 +40,7 @@ from .manager import (
     check_session_id,
     new_session_id,
 )
-from .messages import Message, ToolCall
+from .messages import Message, ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
 from .stores import SessionInfo, Store, open_store
 
 __version__ = "0.1.0"
@@ -58,6 +60,7 @@ __all__ = [
     "LimitExceeded",
     "Message",
     "MessageTooLarge",
+    "NotRepresentable",
     "Session",
     "SessionBusy",
     "SessionContext",
@@ -69,9 +72,12 @@ __all__ = [
     "StoreUnavailable",
     "ToolCall",
     "UnknownSchemaVersion",
+    "UnserializableState",
     "UnsupportedAgent",
     "UnsupportedVersion",
     "check_session_id",
+    "close_unanswered_tool_calls",
     "new_session_id",
     "open_store",
+    "unanswered_tool_calls",
 ]

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from . import __version__
 from .errors import AgentSessionError
 from .manager import AsyncSessionManager, SessionManager
-from .offline import installed_family, offline_agent_factory, user_messages_seen
+from .offline import OFFLINE_FAMILIES, installed_family, offline_agent_factory, user_messages_seen
 from .stores import open_store
 
 DEFAULT_STORE = "sqlite:///agentsession.db"
@@ -64,9 +64,7 @@ class Report:
 
 
 def _check_families(report: Report) -> list[str]:
-    import importlib.util
-
-    from .families import detect, owners
+    from .families import detect
 
     report.section("AutoGen families (decided by the importable module, not the package name)")
     usable = []
@@ -81,15 +79,10 @@ def _check_families(report: Report) -> list[str]:
         else:
             report.ok(label)
             usable.append(info.family)
-    if importlib.util.find_spec("ag2") is not None:
-        report.warn(
-            f"'import ag2' is installed ({', '.join(owners('ag2'))}): AG2 >= 1.0 is a different "
-            "API that agentsession does not drive; it ships no 'autogen' module"
-        )
     if not usable:
         report.fail(
             "no supported AutoGen family is importable. Install one: "
-            "pip install 'agentsession-middleware[agentchat]' (or [legacy])"
+            "pip install 'agentsession-middleware[agentchat]' (or [legacy], [maf], [ag2])"
         )
     return usable
 
@@ -374,12 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = with_store(command("chat", chat, "chat in the terminal with the offline model"))
     sub.add_argument("--session", help="continue this session id")
-    sub.add_argument("--family", choices=["agentchat", "legacy"], help="default: the installed one")
+    sub.add_argument("--family", choices=OFFLINE_FAMILIES, help="default: the installed one")
 
     sub = with_store(command("demo", demo, "serve the demo chat web app"))
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=int, default=8000)
-    sub.add_argument("--family", choices=["agentchat", "legacy"], help="default: the installed one")
+    sub.add_argument("--family", choices=OFFLINE_FAMILIES, help="default: the installed one")
     sub.add_argument("--reload", action="store_true", help="restart on code changes (uvicorn)")
 
     sub = with_store(command("ls", ls, "list stored conversations"))

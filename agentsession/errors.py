@@ -35,6 +35,22 @@ class UnsupportedVersion(FamilyError):
     """The installed AutoGen version is outside the supported range."""
 
 
+class NotRepresentable(FamilyError):
+    """A stored conversation holds something the agent's family cannot express; nothing was
+    changed. ``agentsession migrate --to FAMILY`` lists every such conversation."""
+
+    def __init__(self, family: str, problems: list[str]) -> None:
+        self.family = family
+        self.problems = problems
+        super().__init__(
+            f"the stored conversation cannot be loaded into the {family} family: "
+            + "; ".join(problems)
+            + ". Nothing was changed; run 'agentsession migrate --to "
+            + family
+            + "' to list every conversation affected."
+        )
+
+
 class ClobberedInstall(FamilyError):
     """Two distributions wrote into the same ``autogen`` package folder."""
 
@@ -81,6 +97,10 @@ class SessionBusy(AgentSessionError):
 
 class InvalidInput(AgentSessionError, ValueError):
     """A session id or a message that no store can hold: refused before anything is written."""
+
+
+class UnserializableState(InvalidInput):
+    """Framework state that is not JSON (agentsession never pickles): nothing was written."""
 
 
 class LimitExceeded(AgentSessionError):

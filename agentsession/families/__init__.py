@@ -1,8 +1,11 @@
 """AutoGen API families: detection of what is installed and the driver for each family.
 
-The family is decided by the importable module and its ``__version__``, never by the
+Four families: ``legacy`` (``import autogen``), ``agentchat`` (``import autogen_agentchat``),
+``maf`` (``import agent_framework``, Microsoft Agent Framework) and ``ag2`` (``import ag2``,
+AG2 v1). The family is decided by the importable module and its ``__version__``, never by the
 distribution name: ``autogen-agentchat`` 0.2.x ships the legacy ``import autogen``,
-``pyautogen`` 0.10 installs the new API, and ``ag2`` >= 1.0 ships no ``autogen`` at all.
+``pyautogen`` 0.10 installs the new API, the ``ag2`` distribution 0.x ships ``import autogen``
+(legacy) and 1.x only ``import ag2``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ logger = logging.getLogger("agentsession")
 _FAMILIES: dict[str, str] = {
     "legacy": "agentsession.families.legacy:LegacyFamily",
     "agentchat": "agentsession.families.agentchat:AgentChatFamily",
+    "maf": "agentsession.families.maf:MafFamily",
+    "ag2": "agentsession.families.ag2:Ag2Family",
 }
 
 
@@ -110,9 +115,10 @@ def family_of(agent: object) -> Family:
     kind = f"{type(agent).__module__}.{type(agent).__qualname__}"
     raise UnsupportedAgent(
         f"the agent factory returned a {kind}, which belongs to no supported AutoGen family. "
-        "Return an autogen_agentchat agent (e.g. AssistantAgent) or a legacy autogen "
-        "ConversableAgent (or a (user_proxy, assistant) pair of them). AG2 >= 1.0 "
-        "(`import ag2`) is a different API and is not supported."
+        "Return an autogen_agentchat agent (e.g. AssistantAgent), a legacy autogen "
+        "ConversableAgent (or a (user_proxy, assistant) pair of them), a Microsoft Agent "
+        "Framework agent_framework.Agent, or an AG2 v1 ag2.Agent (`import ag2`, ag2 >= 1.0; "
+        "the ag2 0.x releases are `import autogen`, the legacy family)."
     )
 
 

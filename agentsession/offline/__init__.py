@@ -4,8 +4,9 @@ Its reply is derived from the whole conversation, so a test can prove that the m
 earlier turns: it says how many user messages it has seen, and "what did I say earlier?"
 makes it quote them. A user message ``/tool NAME {"json": "args"}`` makes it call that tool;
 once the tool's result arrives it reports it. Family-specific clients live in
-``agentsession.offline.legacy`` and ``agentsession.offline.agentchat``; both only translate
-messages and call :func:`compose_reply`.
+``agentsession.offline.legacy``, ``.agentchat``, ``.maf`` (an Agent Framework chat client)
+and ``.ag2`` (an AG2 v1 model config); each only translates messages and calls
+:func:`compose_reply`, so all four answer alike.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 from ..messages import Message, ToolCall
 
 TOOL_COMMAND = "/tool "
+OFFLINE_FAMILIES = ("agentchat", "legacy", "maf", "ag2")
+"""The families with an offline model, in the order ``installed_family`` prefers them."""
 _RECALL = re.compile(r"\b(earlier|before|previous(ly)?|what did i (say|tell))\b", re.IGNORECASE)
 _SEEN = re.compile(r"I have seen (\d+) user messages?")
 
@@ -71,7 +74,8 @@ def user_messages_seen(reply: str) -> int | None:
 
 @cache
 def installed_family() -> str:
-    """The AutoGen family the offline agent uses by default: agentchat if installed, else legacy.
+    """The family the offline agent uses by default: the first supported of agentchat, legacy,
+    maf and ag2.
 
     Asked once per process (``installed_family.cache_clear()`` to ask again): detecting reads
     every installed distribution's metadata, about 0.3 s.
@@ -79,14 +83,14 @@ def installed_family() -> str:
     from ..families import detect
 
     found = {info.family: info for info in detect()}
-    for name in ("agentchat", "legacy"):
+    for name in OFFLINE_FAMILIES:
         if name in found and found[name].supported:
             return name
     problems = "; ".join(info.problem or "" for info in found.values() if info.problem)
     raise ImportError(
         "no supported AutoGen family is installed"
         + (f" ({problems})" if problems else "")
-        + ". Install one: pip install 'agentsession-middleware[agentchat]' (or [legacy])"
+        + ". Install one: pip install 'agentsession-middleware[agentchat]' (or [legacy], [maf], [ag2])"
     )
 
 
@@ -103,10 +107,19 @@ def offline_agent_factory(
         from .legacy import build_assistant
 
         return lambda: build_assistant(system_message=system_message)
-    raise ValueError(f"unknown AutoGen family {chosen!r}; use 'agentchat' or 'legacy'")
+    if chosen == "maf":
+        from .maf import build_agent as build_maf_agent
+
+        return lambda: build_maf_agent(instructions=system_message)
+    if chosen == "ag2":
+        from .ag2 import build_agent as build_ag2_agent
+
+        return lambda: build_ag2_agent(prompt=system_message)
+    raise ValueError(f"unknown AutoGen family {chosen!r}; use one of {', '.join(OFFLINE_FAMILIES)}")
 
 
 __all__ = [
+    "OFFLINE_FAMILIES",
     "TOOL_COMMAND",
     "OfflineReply",
     "compose_reply",
