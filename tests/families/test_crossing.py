@@ -48,7 +48,7 @@ def tool_factory(family: str) -> Callable[[], Any]:
 
 
 def need(*families: str) -> None:
-    missing = [name for name in families if name not in INSTALLED]
+    missing = sorted({name for name in families if name not in INSTALLED})
     if missing:
         pytest.skip(f"needs the {', '.join(missing)} famil{'y' if len(missing) == 1 else 'ies'}")
 
