@@ -303,7 +303,9 @@ def gc(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Read every stored conversation and report the ones that cannot be decoded."""
+    """Read every stored conversation; with --to, check each against a target family."""
+    if args.to:
+        return _migrate_to(args)
     out = sys.stdout
     bad = 0
     checked = 0
@@ -320,6 +322,47 @@ def migrate(args: argparse.Namespace) -> int:
                     print(f"{info.session_id}: {exc}", file=out)
     print(f"checked {checked} conversations: {bad} unreadable, left in place", file=out)
     return 1 if bad else 0
+
+
+def _migrate_to(args: argparse.Namespace) -> int:
+    from .migration import check
+
+    out = sys.stdout
+    counts = {"checked": 0, "blocked": 0, "loss": 0, "repair": 0, "repaired": 0}
+
+    async def run() -> None:
+        store = open_store(_store_url(args))
+        try:
+            async for report in check(store, args.to, repair=args.repair):
+                counts["checked"] += 1
+                counts["blocked"] += report.blocked
+                counts["repaired"] += report.repaired
+                kinds = {finding.kind for finding in report.findings}
+                counts["loss"] += "loss" in kinds
+                counts["repair"] += "repair" in kinds
+                if report.unreadable:
+                    print(f"{report.session_id}: unreadable: {report.unreadable}", file=out)
+                if report.repaired:
+                    print(
+                        f"{report.session_id}: appended {report.repaired} synthetic tool result(s)",
+                        file=out,
+                    )
+                for finding in report.findings:
+                    print(f"{report.session_id}: {finding}", file=out)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    changed = (
+        f"{counts['repaired']} synthetic results appended" if args.repair else "nothing changed"
+    )
+    print(
+        f"checked {counts['checked']} conversations for the {args.to} family: "
+        f"{counts['blocked']} cannot be loaded, {counts['loss']} lose a detail, "
+        f"{counts['repair']} are repaired on load; {changed}",
+        file=out,
+    )
+    return 1 if counts["blocked"] else 0
 
 
 def store_init(args: argparse.Namespace) -> int:
@@ -389,7 +432,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("session_ids", nargs="+")
     sub = with_store(command("gc", gc, "delete idle conversations"))
     sub.add_argument("--idle", type=float, help="seconds idle (default: the store's TTL)")
-    with_store(command("migrate", migrate, "check every stored record; report unreadable ones"))
+    sub = with_store(
+        command(
+            "migrate",
+            migrate,
+            "check every stored record; with --to, what a target family cannot hold",
+        )
+    )
+    sub.add_argument(
+        "--to", choices=OFFLINE_FAMILIES, help="report what each conversation would meet there"
+    )
+    sub.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --to: store the synthetic results of tool calls left unanswered at the end",
+    )
 
     store = commands.add_parser("store", help="store maintenance")
     store_commands = store.add_subparsers(dest="store_command", required=True)
