@@ -11,7 +11,8 @@ from agentsession.adapters.fastapi import AgentSessionDep
 from agentsession.offline import offline_agent_factory
 
 manager = AsyncSessionManager(
-    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+    offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # the offline model of any family
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
 )
 app = FastAPI()
 app.add_middleware(

@@ -14,7 +14,7 @@ app = Flask(__name__)
 app.secret_key = os.environ.get("SECRET_KEY", "change me")
 AgentSession(
     app,
-    factory=offline_agent_factory(),  # your factory builds your real agent
+    factory=offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # your real agent here
     store=os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
 )
 

@@ -1,6 +1,6 @@
 """An AG2 v1 app that uses agentsession only as its history Storage.
 
-Run as a process by tests/integrations/test_ag2.py: ``python ag2_app.py STORE_URL SESSION_ID
+Run as a process by tests/integrations/test_ag2_integration.py: ``python ag2_app.py STORE_URL SESSION_ID
 TURNS TAG`` runs TURNS turns on one conversation, as a web worker would, and prints each reply.
 """
 

@@ -1,6 +1,6 @@
 """An Agent Framework app that uses agentsession only as its HistoryProvider/SessionStore.
 
-Run as a process by tests/integrations/test_maf.py: ``python maf_app.py STORE_URL SESSION_ID
+Run as a process by tests/integrations/test_maf_integration.py: ``python maf_app.py STORE_URL SESSION_ID
 TURNS TAG`` runs TURNS turns on one session, as a web worker would, and prints each reply.
 """
 
