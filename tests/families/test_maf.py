@@ -219,3 +219,24 @@ def test_workflows_are_refused() -> None:
 
 def test_driver_type() -> None:
     assert isinstance(FAMILY.drive(build_agent()), MafDriver)
+
+
+def test_a_streamed_turn_yields_the_reply_as_deltas_and_is_stored_whole(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[Any], int]:
+        url = f"sqlite:///{tmp_path / 'stream.db'}"
+        async with AsyncSessionManager(lambda: build_agent(tools=[add]), url) as manager:
+            session = manager.session()
+            events = [event async for event in session.stream(ADD_2_2)]
+            return events, len(await session.history())
+
+    events, stored = run(scenario())
+    kinds = [event.to_dict()["type"] for event in events]
+    assert kinds[0] == "delta" and kinds[-1] == "end"
+    assert "".join(e.text for e in events if e.type == "delta").endswith("Tool add returned: 4")
+    assert [e.kind for e in events if e.type == "message"] == [
+        "message",
+        "tool_call",
+        "tool_result",
+        "message",
+    ]
+    assert stored == 4

@@ -48,16 +48,31 @@ class Ag2Driver(Driver):
 
     async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
         start = len(await self._events())
-        await self.agent.ask(text, stream=self.stream)
+        emitted: list[Message] = []
+
+        async def report(event: Any) -> None:
+            # the turn so far, converted whole (a result is named after its call); the
+            # messages not reported yet are emitted as they finish
+            turn = self._turn((await self._events())[start:], sender)
+            for message in turn[len(emitted) :]:
+                emitted.append(message)
+                emit(MessageEvent(message))
+
+        with self.stream.sub_scope(report, sync_to_thread=False):
+            await self.agent.ask(text, stream=self.stream)
         events = (await self._events())[start:]
+        messages = self._turn(events, sender)
+        for message in messages[len(emitted) :]:
+            emit(MessageEvent(message))
+        return Turn(tuple(messages), usage=usage_of(events))
+
+    def _turn(self, events: list[Any], sender: str) -> list[Message]:
         messages = to_canonical(events, self.agent.name)
         if messages and messages[0].role == "user":
             # AG2 requests carry no sender; the stored conversation keeps who spoke
             first = messages[0]
             messages[0] = Message("user", first.content, name=sender, created_at=first.created_at)
-        for message in messages:
-            emit(MessageEvent(message))
-        return Turn(tuple(messages), usage=usage_of(events))
+        return messages
 
     async def export_history(self) -> list[Message]:
         return to_canonical(await self._events(), self.agent.name)

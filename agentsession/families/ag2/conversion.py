@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,18 +67,25 @@ def to_canonical(
             name=event.name or names.get(event.parent_id),
             tool_call_id=event.parent_id,
             is_error=isinstance(event, ToolErrorEvent),
+            created_at=_when(event),
         )
 
     for event in history:
         if isinstance(event, ModelRequest):
-            messages.append(Message("user", _inputs_text(event.parts), name=user_name))
+            messages.append(
+                Message("user", _inputs_text(event.parts), name=user_name, created_at=_when(event))
+            )
         elif isinstance(event, ModelResponse):
             calls = tuple(
                 ToolCall(c.id, c.name, c.arguments or "{}") for c in event.tool_calls.calls
             )
             names.update((call.id, call.name) for call in calls)
             text = event.message.content if event.message is not None else None
-            messages.append(Message("assistant", text, name=agent_name, tool_calls=calls))
+            messages.append(
+                Message(
+                    "assistant", text, name=agent_name, tool_calls=calls, created_at=_when(event)
+                )
+            )
         elif isinstance(event, ToolResultsEvent):
             messages += [result(r) for r in event.results]
         elif isinstance(event, ToolResultEvent):
@@ -89,7 +97,15 @@ def to_canonical(
             if fresh:  # calls no ModelResponse carries (died between the two records)
                 names.update((call.id, call.name) for call in fresh)
                 responded.update(call.id for call in fresh)
-                messages.append(Message("assistant", None, name=agent_name, tool_calls=fresh))
+                messages.append(
+                    Message(
+                        "assistant",
+                        None,
+                        name=agent_name,
+                        tool_calls=fresh,
+                        created_at=_when(event),
+                    )
+                )
         elif type(event).__name__ not in _SILENT:
             logger.debug(
                 "AG2 %s event is not part of the stored conversation", type(event).__name__
@@ -160,6 +176,12 @@ def usage_of(events: Iterable[BaseEvent]) -> Usage | None:
         counted = Usage(int(used.prompt_tokens or 0), int(used.completion_tokens or 0))
         total = counted if total is None else total + counted
     return total
+
+
+def _when(event: Any) -> float:
+    """The event's own time (so converting the same events twice gives the same messages)."""
+    created = getattr(event, "created_at", None)
+    return float(created) if isinstance(created, (int, float)) else time.time()
 
 
 def _inputs_text(parts: Iterable[Any]) -> str:

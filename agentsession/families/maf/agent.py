@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from ...errors import FamilyError, UnsupportedAgent
 from ...messages import Message, close_unanswered_tool_calls
-from ...turns import Emit, MessageEvent, Turn, Usage, ignore
+from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._representable import require_representable
 from ..base import Driver
 from .conversion import to_canonical, to_native
@@ -58,10 +58,18 @@ class MafDriver(Driver):
         # a message id keeps the framework from taking a repeated text for a replay
         request = NativeMessage("user", [text], author_name=sender, message_id=uuid.uuid4().hex)
         run: Any = self.agent.run  # typed per options TypedDict; these options are plain
-        if self.options:
-            response = await run(request, session=self.session, options=self.options)
+        options = {"options": self.options} if self.options else {}
+        if emit is ignore:
+            response = await run(request, session=self.session, **options)
         else:
-            response = await run(request, session=self.session)
+            # streamed, so a reader sees the reply as the client writes it; the framework
+            # stores the history when the stream is finalised, exactly as for a plain run
+            stream = run(request, session=self.session, stream=True, **options)
+            async for update in stream:
+                text = update.text
+                if text:
+                    emit(TextDelta(text, speaker=self.agent.name))
+            response = await stream.get_final_response()
         if self.session.service_session_id:
             service_id = self.session.service_session_id
             # the turn is not recorded, and the next one starts from the local history again
