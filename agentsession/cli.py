@@ -64,11 +64,12 @@ class Report:
 
 
 def _check_families(report: Report) -> list[str]:
-    from .families import detect
+    from .families import ag2_name_hint, detect
 
     report.section("AutoGen families (decided by the importable module, not the package name)")
     usable = []
-    for info in detect():
+    found = detect()
+    for info in found:
         dists = ", ".join(info.distributions) or "unknown distribution"
         label = f"{info.family}: import {info.module} {info.version} (from {dists})"
         if info.problem:
@@ -79,6 +80,9 @@ def _check_families(report: Report) -> list[str]:
         else:
             report.ok(label)
             usable.append(info.family)
+    hint = ag2_name_hint(found)
+    if hint:
+        report.ok(hint)
     if not usable:
         report.fail(
             "no supported AutoGen family is importable. Install one: "

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from functools import cache
 
 from ..errors import ClobberedInstall, FamilyError, UnsupportedAgent
+from ._gates import AG2_MINIMUM, at_least, parse
 from .base import Driver, Family, FamilyInfo
 
 logger = logging.getLogger("agentsession")
@@ -107,6 +108,28 @@ def detect() -> list[FamilyInfo]:
     return found
 
 
+def ag2_name_hint(found: list[FamilyInfo]) -> str | None:
+    """What the installed ``ag2`` distribution provides, when its name may mislead: 0.x ships
+    ``import autogen`` (legacy), 1.x only ``import ag2`` (the ag2 family)."""
+    try:
+        version = importlib.metadata.version("ag2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    parsed = parse(version)
+    families = {info.family for info in found}
+    if parsed is not None and at_least(parsed, AG2_MINIMUM) and "legacy" not in families:
+        return (
+            f"the ag2 distribution {version} ships only `import ag2` (the ag2 family, AG2 v1); "
+            "code that does `import autogen` needs pyautogen~=0.2.35, ag2<1.0 or autogen==0.14.1"
+        )
+    if parsed is not None and not at_least(parsed, AG2_MINIMUM) and "ag2" not in families:
+        return (
+            f"the ag2 distribution {version} ships `import autogen` (the legacy family); "
+            "code that does `import ag2` (AG2 v1, Agent.ask) needs ag2>=1.0"
+        )
+    return None
+
+
 def family_of(agent: object) -> Family:
     """The family whose driver can run ``agent``; ``UnsupportedAgent`` if none can."""
     for family in all_families():
@@ -149,6 +172,7 @@ __all__ = [
     "Driver",
     "Family",
     "FamilyInfo",
+    "ag2_name_hint",
     "all_families",
     "check_clobbered",
     "detect",

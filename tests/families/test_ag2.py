@@ -119,3 +119,27 @@ def test_an_unanswered_tool_call_is_closed_on_load() -> None:
     assert [m.role for m in loaded] == ["user", "assistant", "tool"]
     assert loaded[2].is_error and loaded[2].tool_call_id == "c1"
     assert user_messages_seen(run(driver.run_turn("and now?")).reply) == 2
+
+
+@pytest.mark.parametrize(
+    "installed, families, says",
+    [
+        ("1.2.1", {"ag2"}, "ships only `import ag2`"),
+        ("0.9.10", {"legacy"}, "ships `import autogen`"),
+        ("1.2.1", {"ag2", "legacy"}, None),  # nothing misleading: both lines are importable
+    ],
+)
+def test_doctor_says_which_api_the_ag2_distribution_ships(
+    installed: str, families: set[str], says: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    from agentsession.families import FamilyInfo, ag2_name_hint
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: installed if name == "ag2" else real(name)
+    )
+    found = [FamilyInfo(name, "?", "?", (), True, True) for name in families]
+    hint = ag2_name_hint(found)
+    assert (hint is None) if says is None else (says in (hint or ""))

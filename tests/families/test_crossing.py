@@ -168,3 +168,22 @@ def test_what_a_family_cannot_hold_is_refused_and_nothing_is_lost(tmp_path: Path
         if "maf" in INSTALLED
         else True
     )
+
+
+def test_a_tool_result_that_answers_no_call_is_refused_by_every_family(
+    family: str, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'orphan.db'}"
+
+    async def write() -> None:
+        store = open_store(url)
+        await store.create("o", {})
+        orphan = [Message("user", "hi"), Message("tool", "4", name="add", tool_call_id="gone")]
+        await store.append("o", orphan, 0)
+        await store.close()
+
+    asyncio.run(write())
+    before = [m.to_dict() for m in history(url, "o")]
+    with pytest.raises(NotRepresentable, match="answers no earlier tool call"):
+        turn_on(family, url, "o", "and now?")
+    assert [m.to_dict() for m in history(url, "o")] == before
