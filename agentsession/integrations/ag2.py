@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +46,15 @@ logger = logging.getLogger("agentsession")
 STREAM_NAMESPACE = uuid.UUID("6f1c2b1e-4d0a-5b8e-9a43-2f6d8c0e7a15")
 """The UUID namespace conversation ids are mapped into: ``uuid5(STREAM_NAMESPACE, id)``."""
 
+STREAMS_KEPT = 1024
+"""How many conversations' stream objects ``AgentSessionStorage.stream`` keeps for reuse."""
+
 
 @dataclass(eq=False)
 class _OpenTurn:
     lease: TurnLease
     base: list[Any]
+    owner: Any  # the stream object the turn runs on
     pending: list[Any] = field(default_factory=list)
 
 
@@ -77,6 +82,7 @@ class AgentSessionStorage:
         self._sessions: dict[uuid.UUID, str] = {}
         self._open: dict[Any, _OpenTurn] = {}
         self._cache: dict[Any, tuple[int, list[Any]]] = {}
+        self._streams: OrderedDict[str, MemoryStream] = OrderedDict()
 
     # -- ids -----------------------------------------------------------------------------
 
@@ -87,8 +93,20 @@ class AgentSessionStorage:
         return stream_id
 
     def stream(self, session_id: str) -> MemoryStream:
-        """A ``MemoryStream`` on this storage for the conversation ``session_id``."""
-        return MemoryStream(self, id=self.stream_id(session_id))
+        """The ``MemoryStream`` on this storage for the conversation ``session_id``.
+
+        The same object for the same conversation (the last ``STREAMS_KEPT`` conversations):
+        AG2 1.0.0 … 1.0.2 serialise turns per stream *object* (1.0.3 and later per stream id),
+        and the storage keeps one open turn per stream id, so concurrent turns of one
+        conversation in one process must share the object to be serialised.
+        """
+        stream = self._streams.pop(session_id, None)
+        if stream is None:
+            stream = MemoryStream(self, id=self.stream_id(session_id))
+        self._streams[session_id] = stream
+        while len(self._streams) > STREAMS_KEPT:
+            self._streams.popitem(last=False)
+        return stream
 
     def session_id(self, stream_id: Any) -> str:
         """The conversation id of a stream id; a stream made elsewhere is stored under its UUID."""
@@ -106,7 +124,7 @@ class AgentSessionStorage:
             await self._finish(stream_id, failed=True)
             turn = None
         if turn is None:
-            turn = await self._begin(stream_id)
+            turn = await self._begin(stream_id, context.stream)
         turn.pending.append(event)
         if isinstance(event, ModelResponse) and (
             not event.tool_calls.calls or getattr(event, "response_force", False)
@@ -178,12 +196,13 @@ class AgentSessionStorage:
                 try:
                     return await call_next(event, context)
                 finally:
-                    if context.stream.id in storage._open:
+                    turn = storage._open.get(context.stream.id)
+                    if turn is not None and turn.owner is context.stream:
                         await storage._finish(context.stream.id, failed=True)
 
         return TurnGuard(event, context)
 
-    async def _begin(self, stream_id: Any) -> _OpenTurn:
+    async def _begin(self, stream_id: Any, owner: Any) -> _OpenTurn:
         lease = await self.turns.begin(self.session_id(stream_id), load=False)
         try:
             cached = self._cache.get(stream_id)
@@ -198,7 +217,7 @@ class AgentSessionStorage:
         except BaseException:
             await self.turns.release(lease)
             raise
-        turn = self._open[stream_id] = _OpenTurn(lease, base)
+        turn = self._open[stream_id] = _OpenTurn(lease, base, owner)
         return turn
 
     async def _finish(self, stream_id: Any, *, failed: bool = False) -> None:
@@ -219,6 +238,7 @@ class AgentSessionStorage:
         self._cache[stream_id] = (version, [*turn.base, *to_native(messages)])
 
     async def close(self) -> None:
+        self._streams.clear()  # AG2 binds each stream's turn lock to the running loop
         for stream_id in list(self._open):
             await self.turns.release(self._open.pop(stream_id).lease)
         await self.store.close()
