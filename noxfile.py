@@ -26,10 +26,16 @@ PYTHON = "3.11"
 @dataclass(frozen=True)
 class AutoGenCell:
     id: str
-    family: str  # the family the cell proves ("legacy", "agentchat", "both")
+    family: str  # the family the cell proves ("legacy", "agentchat", "maf", "ag2", "both", "all")
     packages: tuple[str, ...]
     note: str
     clobbered: bool = False
+    tests: tuple[str, ...] = ()  # default: FAMILY_TESTS
+
+    @property
+    def required(self) -> str:
+        """The families the cell's tests must find installed (AGENTSESSION_REQUIRE_FAMILIES)."""
+        return {"both": "legacy,agentchat", "all": ",".join(FAMILIES)}.get(self.family, self.family)
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,30 @@ class FrameworkCell:
     tests: tuple[str, ...]
     note: str
 
+
+FAMILIES = ("legacy", "agentchat", "maf", "ag2")
+FAMILY_TESTS = (
+    "tests/families",
+    "tests/test_manager.py",
+    "tests/test_cli.py",
+    "tests/test_messages.py",
+)
+# the next generations' cells: their family, its framework integration, migration checks
+MAF_TESTS = (
+    "tests/families",
+    "tests/test_manager.py",
+    "tests/test_cli.py",
+    "tests/integrations/test_maf_integration.py",
+    "tests/test_migration.py",
+)
+AG2_TESTS = (
+    "tests/families",
+    "tests/test_manager.py",
+    "tests/test_cli.py",
+    "tests/integrations/test_ag2_integration.py",
+    "tests/test_migration.py",
+)
+CROSSING_TESTS = ("tests/families", "tests/test_migration.py")
 
 AUTOGEN_CELLS = [
     AutoGenCell(
@@ -82,6 +112,45 @@ AUTOGEN_CELLS = [
         "both",
         ("pyautogen==0.2.35", "autogen-agentchat==0.7.5"),
         "both families side by side",
+    ),
+    AutoGenCell(
+        "maf-1.0.0",
+        "maf",
+        ("agent-framework-core==1.0.0",),
+        "Agent Framework GA; __version__ is the 0.0.0 placeholder (read from the distribution)",
+        tests=MAF_TESTS,
+    ),
+    AutoGenCell(
+        "maf-1.12.1",
+        "maf",
+        ("agent-framework-core==1.12.1",),
+        "the last release with the version placeholder and the class-only register_state_type",
+        tests=MAF_TESTS,
+    ),
+    AutoGenCell(
+        "maf-1.23.0",
+        "maf",
+        ("agent-framework-core==1.23.0",),
+        "newest; SessionStore in core, register_state_type(type_id=...) (both from 1.13.0)",
+        tests=MAF_TESTS,
+    ),
+    AutoGenCell(
+        "ag2-1.0.0", "ag2", ("ag2==1.0.0",), "oldest AG2 v1 (`import ag2`)", tests=AG2_TESTS
+    ),
+    AutoGenCell(
+        "ag2-1.2.1", "ag2", ("ag2==1.2.1",), "newest; AG2's own dead-turn repair", tests=AG2_TESTS
+    ),
+    AutoGenCell(
+        "mixed-all-four",
+        "all",
+        (
+            "pyautogen==0.2.35",
+            "autogen-agentchat==0.7.5",
+            "agent-framework-core==1.23.0",
+            "ag2==1.2.1",
+        ),
+        "legacy, agentchat, maf and ag2 side by side: conversations cross between all four",
+        tests=CROSSING_TESTS,
     ),
     AutoGenCell(
         "clobbered-pyautogen-0.2.35-autogen-agentchat-0.2.40",
@@ -134,13 +203,6 @@ FRAMEWORK_CELLS = [
     ),
 ]
 
-FAMILY_TESTS = (
-    "tests/families",
-    "tests/test_manager.py",
-    "tests/test_cli.py",
-    "tests/test_messages.py",
-)
-
 
 def install_agentsession(session: nox.Session, *packages: str) -> None:
     """The package under test (editable) plus exactly the given pins."""
@@ -160,9 +222,11 @@ def autogen(session: nox.Session, cell: AutoGenCell) -> None:
         )
         return
     install_agentsession(session, *cell.packages)
-    required = "legacy,agentchat" if cell.family == "both" else cell.family
-    env = {"AGENTSESSION_REQUIRE_FAMILIES": required, "AGENTSESSION_TEST_STORES": "memory,sqlite"}
-    session.run("pytest", "-q", *FAMILY_TESTS, *session.posargs, env=env)
+    env = {
+        "AGENTSESSION_REQUIRE_FAMILIES": cell.required,
+        "AGENTSESSION_TEST_STORES": "memory,sqlite",
+    }
+    session.run("pytest", "-q", *(cell.tests or FAMILY_TESTS), *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, tags=["framework"])
@@ -254,6 +318,7 @@ def render_versions() -> str:
     lines += [
         "",
         "Python 3.11 on CI. Legacy pyautogen 0.2.x needs Python < 3.13; ag2 0.x and `autogen` 0.14 run on newer Pythons.",
+        "The `ag2` distribution is `import autogen` (legacy) below 1.0 and `import ag2` (the ag2 family) from 1.0.",
         "",
     ]
     return "\n".join(lines)

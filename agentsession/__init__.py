@@ -23,6 +23,7 @@ from .errors import (
     LeaseLost,
     LimitExceeded,
     MessageTooLarge,
+    NotRepresentable,
     OutcomeUnknown,
     OwnerMismatch,
     SessionBusy,
@@ -33,6 +34,7 @@ from .errors import (
     StreamInterrupted,
     TeamMismatch,
     UnknownSchemaVersion,
+    UnserializableState,
     UnsupportedAgent,
     UnsupportedVersion,
 )
@@ -49,7 +51,7 @@ from .manager import (
     check_session_id,
     new_session_id,
 )
-from .messages import Message, ToolCall
+from .messages import Message, ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
 from .stores import SessionInfo, Store, open_store
 from .turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, Usage
 
@@ -78,6 +80,7 @@ __all__ = [
     "MessageTooLarge",
     "OutcomeUnknown",
     "OwnerMismatch",
+    "NotRepresentable",
     "Session",
     "SessionBusy",
     "SessionContext",
@@ -97,11 +100,14 @@ __all__ = [
     "TurnEvent",
     "TurnStart",
     "UnknownSchemaVersion",
+    "UnserializableState",
     "UnsupportedAgent",
     "UnsupportedVersion",
     "Usage",
     "check_session_id",
+    "close_unanswered_tool_calls",
     "new_session_id",
     "open_store",
     "rename_speakers",
+    "unanswered_tool_calls",
 ]

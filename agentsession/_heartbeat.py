@@ -31,8 +31,7 @@ class Heartbeat:
         self._renewal: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Heartbeat:
-        self._schedule()
-        return self
+        return self.start()
 
     async def __aexit__(
         self,
@@ -40,13 +39,25 @@ class Heartbeat:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        renewal = self.stop()
+        if renewal is not None:
+            await asyncio.wait([renewal])  # unlike awaiting it, leaves our own cancellation be
+
+    def start(self) -> Heartbeat:
+        """Start renewing (what ``async with`` does), for a lease held across callbacks."""
+        self._schedule()
+        return self
+
+    def stop(self) -> asyncio.Task[None] | None:
+        """Stop renewing; returns a renewal still in flight (cancelled), if any."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         renewal, self._renewal = self._renewal, None
         if renewal is not None and not renewal.done():
             renewal.cancel()
-            await asyncio.wait([renewal])  # unlike awaiting it, leaves our own cancellation be
+            return renewal
+        return None
 
     def _schedule(self) -> None:
         loop = asyncio.get_running_loop()

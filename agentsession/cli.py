@@ -39,7 +39,7 @@ from .errors import (
 )
 from .manager import DEFAULT_STORE_URL, AsyncSessionManager, SessionManager, check_session_id
 from .messages import Message
-from .offline import installed_family, offline_agent_factory, user_messages_seen
+from .offline import OFFLINE_FAMILIES, installed_family, offline_agent_factory, user_messages_seen
 from .stores import SessionInfo, Store, open_store
 from .stores.base import redact_url, seconds_option
 
@@ -166,13 +166,12 @@ class Report:
 
 
 def _check_families(report: Report) -> list[str]:
-    import importlib.util
-
-    from .families import detect, owners
+    from .families import ag2_name_hint, detect
 
     report.section("AutoGen families (decided by the importable module, not the package name)")
     usable = []
-    for info in detect():
+    found = detect()
+    for info in found:
         dists = ", ".join(info.distributions) or "unknown distribution"
         label = f"{info.family}: import {info.module} {info.version} (from {dists})"
         if info.problem:
@@ -183,15 +182,13 @@ def _check_families(report: Report) -> list[str]:
         else:
             report.ok(label)
             usable.append(info.family)
-    if importlib.util.find_spec("ag2") is not None:
-        report.warn(
-            f"'import ag2' is installed ({', '.join(owners('ag2'))}): AG2 >= 1.0 is a different "
-            "API that agentsession does not drive; it ships no 'autogen' module"
-        )
+    hint = ag2_name_hint(found)
+    if hint:
+        report.ok(hint)
     if not usable:
         report.fail(
             "no supported AutoGen family is importable. Install one: "
-            "pip install 'agentsession-middleware[agentchat]' (or [legacy])"
+            "pip install 'agentsession-middleware[agentchat]' (or [legacy], [maf], [ag2])"
         )
     return usable
 
@@ -690,7 +687,9 @@ def gc(args: argparse.Namespace) -> int:
 
 
 def migrate(args: argparse.Namespace) -> int:
-    """Read every stored conversation and report the ones that cannot be decoded."""
+    """Read every stored conversation; with --to, check each against a target family."""
+    if args.to:
+        return _migrate_to(args)
     out = sys.stdout
     bad = 0
     with _admin_manager(args) as manager:
@@ -703,6 +702,47 @@ def migrate(args: argparse.Namespace) -> int:
                 print(f"{info.session_id}: {exc}", file=out)
     print(f"checked {_many(len(sessions))}: {bad} unreadable, left in place", file=out)
     return EXIT_NOT_FOUND if bad else EXIT_OK
+
+
+def _migrate_to(args: argparse.Namespace) -> int:
+    from .migration import check
+
+    out = sys.stdout
+    counts = {"checked": 0, "blocked": 0, "loss": 0, "repair": 0, "repaired": 0}
+
+    async def run() -> None:
+        store = open_store(_store_url(args), create_schema=args.repair)
+        try:
+            async for report in check(store, args.to, repair=args.repair):
+                counts["checked"] += 1
+                counts["blocked"] += report.blocked
+                counts["repaired"] += report.repaired
+                kinds = {finding.kind for finding in report.findings}
+                counts["loss"] += "loss" in kinds
+                counts["repair"] += "repair" in kinds
+                if report.unreadable:
+                    print(f"{report.session_id}: unreadable: {report.unreadable}", file=out)
+                if report.repaired:
+                    print(
+                        f"{report.session_id}: appended {report.repaired} synthetic tool result(s)",
+                        file=out,
+                    )
+                for finding in report.findings:
+                    print(f"{report.session_id}: {finding}", file=out)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    changed = (
+        f"{counts['repaired']} synthetic results appended" if args.repair else "nothing changed"
+    )
+    print(
+        f"checked {counts['checked']} conversations for the {args.to} family: "
+        f"{counts['blocked']} cannot be loaded, {counts['loss']} lose a detail, "
+        f"{counts['repair']} are repaired on load; {changed}",
+        file=out,
+    )
+    return EXIT_NOT_FOUND if counts["blocked"] else EXIT_OK
 
 
 def store_init(args: argparse.Namespace) -> int:
@@ -791,12 +831,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("chat", chat, "chat in the terminal with the offline model")
     sub.add_argument("--session", help="continue this session id")
-    sub.add_argument("--family", choices=["agentchat", "legacy"], help="default: the installed one")
+    sub.add_argument("--family", choices=OFFLINE_FAMILIES, help="default: the installed one")
 
     sub = command("demo", demo, "serve the demo chat web app")
     sub.add_argument("--host", default="127.0.0.1")
     sub.add_argument("--port", type=_port, default=8000)
-    sub.add_argument("--family", choices=["agentchat", "legacy"], help="default: the installed one")
+    sub.add_argument("--family", choices=OFFLINE_FAMILIES, help="default: the installed one")
     sub.add_argument("--reload", action="store_true", help="restart on code changes (uvicorn)")
     sub.add_argument(
         "--team", action="store_true", help="a writer and a critic answer (a team or group chat)"
@@ -818,7 +858,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--idle", type=_seconds, help="seconds idle (default: the store's TTL)")
     sub.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     sub.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    command("migrate", migrate, "check every stored record; report unreadable ones")
+    sub = command(
+        "migrate", migrate, "check every stored record; with --to, what a target family cannot hold"
+    )
+    sub.add_argument(
+        "--to", choices=OFFLINE_FAMILIES, help="report what each conversation would meet there"
+    )
+    sub.add_argument(
+        "--repair",
+        action="store_true",
+        help="with --to: store the synthetic results of tool calls left unanswered at the end",
+    )
 
     store = commands.add_parser("store", help="store maintenance")
     store_commands = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")

@@ -54,6 +54,22 @@ class TeamMismatch(FamilyError):
         )
 
 
+class NotRepresentable(FamilyError):
+    """A stored conversation holds something the agent's family cannot express; nothing was
+    changed. ``agentsession migrate --to FAMILY`` lists every such conversation."""
+
+    def __init__(self, family: str, problems: list[str]) -> None:
+        self.family = family
+        self.problems = problems
+        super().__init__(
+            f"the stored conversation cannot be loaded into the {family} family: "
+            + "; ".join(problems)
+            + ". Nothing was changed; run 'agentsession migrate --to "
+            + family
+            + "' to list every conversation affected."
+        )
+
+
 class ClobberedInstall(FamilyError):
     """Two distributions wrote into the same ``autogen`` package folder."""
 
@@ -150,6 +166,10 @@ class OwnerMismatch(AgentSessionError):
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
         super().__init__(f"session {session_id[:8]}… belongs to another user")
+
+
+class UnserializableState(InvalidInput):
+    """Framework state that is not JSON (agentsession never pickles): nothing was written."""
 
 
 class LimitExceeded(AgentSessionError):

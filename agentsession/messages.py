@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -154,3 +154,72 @@ _set_tool_call_id = _setter("tool_call_id")
 _set_is_error = _setter("is_error")
 _set_created_at = _setter("created_at")
 _set_metadata = _setter("metadata")
+
+
+UNANSWERED_TOOL_RESULT = (
+    "This tool call was not completed: the turn that made it ended before its result was recorded."
+)
+"""The text of the synthetic result ``close_unanswered_tool_calls`` gives a dangling tool call."""
+
+REPAIRED = "agentsession.repaired"
+"""``metadata`` key set on the synthetic results ``close_unanswered_tool_calls`` adds."""
+
+
+def unanswered_tool_calls(messages: Sequence[Message]) -> list[ToolCall]:
+    """The tool calls no result answers: the calls of an assistant message that are not
+    answered by the ``tool`` messages right after it (before the next other message)."""
+    return [call for _, calls in _dangling(messages) for call in calls]
+
+
+def close_unanswered_tool_calls(
+    messages: Sequence[Message], result: str = UNANSWERED_TOOL_RESULT
+) -> list[Message]:
+    """``messages`` with a synthetic error result after each unanswered tool call.
+
+    A turn that stopped between a tool call and its result (a crash, a cancelled stream, a
+    history written elsewhere) leaves a call that model providers reject on the next turn.
+    Each such call is closed where its results belong, by a ``tool`` message with
+    ``is_error=True``, ``content=result`` and ``metadata[REPAIRED] = True``, rather than
+    rewriting history to pretend the call was never made. Nothing else changes; the result
+    is deterministic, so repairing the same stored history twice gives the same messages.
+    """
+    dangling = dict(_dangling(messages))
+    if not dangling:
+        return list(messages)
+    repaired: list[Message] = []
+    for index, message in enumerate(messages):
+        repaired.append(message)
+        if index in dangling:
+            created = message.created_at
+            repaired += [
+                Message(
+                    "tool",
+                    result,
+                    name=call.name,
+                    tool_call_id=call.id,
+                    is_error=True,
+                    created_at=created,
+                    metadata={REPAIRED: True},
+                )
+                for call in dangling[index]
+            ]
+    return repaired
+
+
+def _dangling(messages: Sequence[Message]) -> list[tuple[int, list[ToolCall]]]:
+    """(index of the last message of each tool-call window, the window's unanswered calls)."""
+    found: list[tuple[int, list[ToolCall]]] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        index += 1
+        if message.role != "assistant" or not message.tool_calls:
+            continue
+        answered: set[str | None] = set()
+        while index < len(messages) and messages[index].role == "tool":
+            answered.add(messages[index].tool_call_id)
+            index += 1
+        missing = [call for call in message.tool_calls if call.id not in answered]
+        if missing:
+            found.append((index - 1, missing))
+    return found

@@ -20,7 +20,8 @@ if not SECRET_KEY:  # never a default: a known key lets anyone forge ids
         "set SECRET_KEY first: python -c 'import secrets; print(secrets.token_hex(32))'"
     )
 manager = AsyncSessionManager(
-    offline_agent_factory(), os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db")
+    offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # the offline model of any family
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
 )
 app = FastAPI()
 app.add_middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET_KEY)

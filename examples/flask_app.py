@@ -21,7 +21,7 @@ app = Flask(__name__)
 app.secret_key = os.environ["SECRET_KEY"]
 AgentSession(
     app,
-    factory=offline_agent_factory(),  # your factory builds your real agent
+    factory=offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # your real agent here
     store=os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
 )
 

@@ -31,7 +31,13 @@ _chosen = os.environ.get("AGENTSESSION_TEST_STORES", "")
 STORES = [s for s in ALL_STORES if not _chosen or s in _chosen.split(",")]
 DURABLE_STORES = [s for s in STORES if s != "memory"]
 SERVER_STORES = {"redis": REDIS_URL, "postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
-FAMILIES = ["legacy", "agentchat"]
+FAMILIES = ["legacy", "agentchat", "maf", "ag2"]
+FAMILY_MODULES = {
+    "legacy": "autogen",
+    "agentchat": "autogen_agentchat",
+    "maf": "agent_framework",
+    "ag2": "ag2",
+}
 
 
 def servers_required() -> bool:
@@ -120,17 +126,18 @@ def durable_store_url(durable_kind: str, tmp_path: Path) -> Iterator[str]:
 
 
 def family_installed(name: str) -> bool:
-    if name == "agentchat":
-        return importlib.util.find_spec("autogen_agentchat") is not None
-    if importlib.util.find_spec("autogen") is None:
+    """True if the family's module is importable (for legacy: an autogen with ConversableAgent)."""
+    if importlib.util.find_spec(FAMILY_MODULES[name]) is None:
         return False
+    if name != "legacy":
+        return True
     import autogen
 
     return hasattr(autogen, "ConversableAgent")
 
 
 def families_required() -> set[str]:
-    """Families that must be installed (``AGENTSESSION_REQUIRE_FAMILIES=legacy,agentchat``)."""
+    """Families that must be installed (``AGENTSESSION_REQUIRE_FAMILIES=legacy,agentchat,maf``)."""
     raw = os.environ.get("AGENTSESSION_REQUIRE_FAMILIES", "")
     return {name.strip() for name in raw.split(",") if name.strip()}
 

@@ -80,3 +80,34 @@ def test_from_dict_of_a_subclass_builds_the_subclass() -> None:
 
     built = Tagged.from_dict({"v": SCHEMA_VERSION, "role": "user", "content": "x"})
     assert type(built) is Tagged and built.tag == "default" and built.content == "x"
+
+
+def test_unanswered_tool_calls_are_closed_where_their_results_belong() -> None:
+    from agentsession import ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
+    from agentsession.messages import REPAIRED, UNANSWERED_TOOL_RESULT
+
+    calls = (ToolCall("a", "add"), ToolCall("b", "mul"))
+    history = [
+        Message("user", "go"),
+        Message("assistant", None, tool_calls=calls),
+        Message("tool", "1", name="add", tool_call_id="a"),  # b never answered
+        Message("user", "and?"),
+        Message("assistant", None, tool_calls=(ToolCall("c", "add"),)),  # dangling at the end
+    ]
+    assert [c.id for c in unanswered_tool_calls(history)] == ["b", "c"]
+    repaired = close_unanswered_tool_calls(history)
+    assert [(m.role, m.tool_call_id) for m in repaired] == [
+        ("user", None),
+        ("assistant", None),
+        ("tool", "a"),
+        ("tool", "b"),
+        ("user", None),
+        ("assistant", None),
+        ("tool", "c"),
+    ]
+    synthetic = [m for m in repaired if m.metadata.get(REPAIRED)]
+    assert [m.name for m in synthetic] == ["mul", "add"]
+    assert all(m.is_error and m.content == UNANSWERED_TOOL_RESULT for m in synthetic)
+    assert unanswered_tool_calls(repaired) == []
+    assert close_unanswered_tool_calls(repaired) == repaired  # idempotent
+    assert close_unanswered_tool_calls(history[:1]) == history[:1]

@@ -49,6 +49,20 @@ def test_matrix_covers_the_issue() -> None:
     assert len(noxfile.AUTOGEN_CELLS) >= 10 and len(noxfile.FRAMEWORK_CELLS) >= 5
     assert families.count("legacy") >= 4 and families.count("agentchat") >= 6
     assert any(c.clobbered for c in noxfile.AUTOGEN_CELLS) and "both" in families
+    # the next generations: maf 1.0.0, a middle release and the newest; ag2 oldest and newest 1.x;
+    # legacy, agentchat and maf (and ag2) installed together
+    maf = {
+        pins(c.packages)["agent-framework-core"] for c in noxfile.AUTOGEN_CELLS if c.family == "maf"
+    }
+    assert Version("1.0.0") in maf and len(maf) >= 3
+    ag2 = {pins(c.packages)["ag2"] for c in noxfile.AUTOGEN_CELLS if c.family == "ag2"}
+    assert Version("1.0.0") in ag2 and len(ag2) >= 2
+    mixed = [
+        c
+        for c in noxfile.AUTOGEN_CELLS
+        if {"legacy", "agentchat", "maf"} <= set(c.required.split(","))
+    ]
+    assert mixed
 
 
 def test_extras_admit_every_tested_version() -> None:

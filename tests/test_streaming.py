@@ -140,6 +140,7 @@ async def journaled(url: str, session_id: str, kind: str) -> None:
         await store.close()
 
 
+@pytest.mark.slow
 def test_a_stream_whose_worker_is_killed_ends_in_an_error(durable_store_url: str) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-c", _STREAM_AND_HANG, durable_store_url, "s-killed"],

@@ -1,8 +1,11 @@
 """AutoGen API families: detection of what is installed and the driver for each family.
 
-The family is decided by the importable module and its ``__version__``, never by the
+Four families: ``legacy`` (``import autogen``), ``agentchat`` (``import autogen_agentchat``),
+``maf`` (``import agent_framework``, Microsoft Agent Framework) and ``ag2`` (``import ag2``,
+AG2 v1). The family is decided by the importable module and its ``__version__``, never by the
 distribution name: ``autogen-agentchat`` 0.2.x ships the legacy ``import autogen``,
-``pyautogen`` 0.10 installs the new API, and ``ag2`` >= 1.0 ships no ``autogen`` at all.
+``pyautogen`` 0.10 installs the new API, the ``ag2`` distribution 0.x ships ``import autogen``
+(legacy) and 1.x only ``import ag2``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from functools import cache
 
 from ..errors import ClobberedInstall, FamilyError, UnsupportedAgent
+from ._gates import AG2_MINIMUM, at_least, parse
 from .base import Driver, Family, FamilyInfo
 
 logger = logging.getLogger("agentsession")
@@ -22,6 +26,8 @@ logger = logging.getLogger("agentsession")
 _FAMILIES: dict[str, str] = {
     "legacy": "agentsession.families.legacy:LegacyFamily",
     "agentchat": "agentsession.families.agentchat:AgentChatFamily",
+    "maf": "agentsession.families.maf:MafFamily",
+    "ag2": "agentsession.families.ag2:Ag2Family",
 }
 
 
@@ -102,6 +108,28 @@ def detect() -> list[FamilyInfo]:
     return found
 
 
+def ag2_name_hint(found: list[FamilyInfo]) -> str | None:
+    """What the installed ``ag2`` distribution provides, when its name may mislead: 0.x ships
+    ``import autogen`` (legacy), 1.x only ``import ag2`` (the ag2 family)."""
+    try:
+        version = importlib.metadata.version("ag2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    parsed = parse(version)
+    families = {info.family for info in found}
+    if parsed is not None and at_least(parsed, AG2_MINIMUM) and "legacy" not in families:
+        return (
+            f"the ag2 distribution {version} ships only `import ag2` (the ag2 family, AG2 v1); "
+            "code that does `import autogen` needs pyautogen~=0.2.35, ag2<1.0 or autogen==0.14.1"
+        )
+    if parsed is not None and not at_least(parsed, AG2_MINIMUM) and "ag2" not in families:
+        return (
+            f"the ag2 distribution {version} ships `import autogen` (the legacy family); "
+            "code that does `import ag2` (AG2 v1, Agent.ask) needs ag2>=1.0"
+        )
+    return None
+
+
 def family_of(agent: object) -> Family:
     """The family whose driver can run ``agent``; ``UnsupportedAgent`` if none can."""
     for family in all_families():
@@ -110,9 +138,10 @@ def family_of(agent: object) -> Family:
     kind = f"{type(agent).__module__}.{type(agent).__qualname__}"
     raise UnsupportedAgent(
         f"the agent factory returned a {kind}, which belongs to no supported AutoGen family. "
-        "Return an autogen_agentchat agent (e.g. AssistantAgent) or a legacy autogen "
-        "ConversableAgent (or a (user_proxy, assistant) pair of them). AG2 >= 1.0 "
-        "(`import ag2`) is a different API and is not supported."
+        "Return an autogen_agentchat agent (e.g. AssistantAgent), a legacy autogen "
+        "ConversableAgent (or a (user_proxy, assistant) pair of them), a Microsoft Agent "
+        "Framework agent_framework.Agent, or an AG2 v1 ag2.Agent (`import ag2`, ag2 >= 1.0; "
+        "the ag2 0.x releases are `import autogen`, the legacy family)."
     )
 
 
@@ -143,6 +172,7 @@ __all__ = [
     "Driver",
     "Family",
     "FamilyInfo",
+    "ag2_name_hint",
     "all_families",
     "check_clobbered",
     "detect",

@@ -26,6 +26,20 @@ AGENTCHAT_TEAM_STATE_REKEYED = Version("0.4.9")  # microsoft/autogen#5843: team 
 AGENTCHAT_PUBLIC_MODEL_CONTEXT = Version("0.5.0")  # microsoft/autogen#6072: public model_context
 AGENTCHAT_TESTED = SpecifierSet(">=0.4.2,<0.8")
 
+# maf family: `import agent_framework` (Microsoft Agent Framework, agent-framework-core 1.x)
+MAF_MINIMUM = Version("1.0.0")  # GA: AgentSession + HistoryProvider (microsoft/agent-framework#3850
+# removed AgentThread/ChatMessageStore; the 1.0.0b*/rc pre-releases before it are refused)
+MAF_BELOW = Version("2.0")
+MAF_DISTRIBUTION = "agent-framework-core"  # owns the agent_framework package
+MAF_VERSION_PLACEHOLDER = "0.0.0"  # __version__ on 1.0.0 … 1.12.1 (looked up a missing dist)
+MAF_VERSION_FIXED = Version("1.13.0")  # __version__ reads agent-framework-core from here on
+MAF_TESTED = SpecifierSet(">=1.0.0,<1.24")
+
+# ag2 family: `import ag2` (AG2 v1; the ag2 0.x distributions ship `import autogen`: legacy)
+AG2_MINIMUM = Version("1.0.0")  # ag2 1.0 dropped `autogen` for the new `ag2` API
+AG2_BELOW = Version("2.0")
+AG2_TESTED = SpecifierSet(">=1.0.0,<1.3")
+
 
 def parse(version: str) -> Version | None:
     try:

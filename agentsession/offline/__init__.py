@@ -12,8 +12,9 @@ who it is and what it has seen of the shared thread ("I am critic; I have seen 3
 handoff). A speaker-selection prompt ("… select the next role from ['a', 'b'] …", what
 ``SelectorGroupChat`` and a legacy ``auto`` group chat send) is answered with one name: the one
 ``@mentioned`` in the latest message, else the next in the roles' order. Family-specific clients live in
-``agentsession.offline.legacy`` and ``agentsession.offline.agentchat``; both only translate
-messages and call :func:`compose_reply`.
+``agentsession.offline.legacy``, ``.agentchat``, ``.maf`` (an Agent Framework chat client)
+and ``.ag2`` (an AG2 v1 model config); each only translates messages and calls
+:func:`compose_reply`, so all four answer alike.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 from ..messages import Message, ToolCall
 
 TOOL_COMMAND = "/tool "
+OFFLINE_FAMILIES = ("agentchat", "legacy", "maf", "ag2")
+"""The families with an offline model, in the order ``installed_family`` prefers them."""
 _RECALL = re.compile(r"\b(earlier|before|previous(ly)?|what did i (say|tell))\b", re.IGNORECASE)
 _SEEN = re.compile(r"I have seen (\d+) user messages?")
 HANDOFF_COMMAND = "/handoff "
@@ -211,7 +214,8 @@ def user_messages_seen(reply: str) -> int | None:
 
 @cache
 def installed_family() -> str:
-    """The AutoGen family the offline agent uses by default: agentchat if installed, else legacy.
+    """The family the offline agent uses by default: the first supported of agentchat, legacy,
+    maf and ag2.
 
     Asked once per process (``installed_family.cache_clear()`` to ask again): detecting reads
     every installed distribution's metadata, about 0.3 s.
@@ -219,14 +223,14 @@ def installed_family() -> str:
     from ..families import detect
 
     found = {info.family: info for info in detect()}
-    for name in ("agentchat", "legacy"):
+    for name in OFFLINE_FAMILIES:
         if name in found and found[name].supported:
             return name
     problems = "; ".join(info.problem or "" for info in found.values() if info.problem)
     raise ImportError(
         "no supported AutoGen family is installed"
         + (f" ({problems})" if problems else "")
-        + ". Install one: pip install 'agentsession-middleware[agentchat]' (or [legacy])"
+        + ". Install one: pip install 'agentsession-middleware[agentchat]' (or [legacy], [maf], [ag2])"
     )
 
 
@@ -243,7 +247,15 @@ def offline_agent_factory(
         from .legacy import build_assistant
 
         return lambda: build_assistant(system_message=system_message)
-    raise ValueError(f"unknown AutoGen family {chosen!r}; use 'agentchat' or 'legacy'")
+    if chosen == "maf":
+        from .maf import build_agent as build_maf_agent
+
+        return lambda: build_maf_agent(instructions=system_message)
+    if chosen == "ag2":
+        from .ag2 import build_agent as build_ag2_agent
+
+        return lambda: build_ag2_agent(prompt=system_message)
+    raise ValueError(f"unknown AutoGen family {chosen!r}; use one of {', '.join(OFFLINE_FAMILIES)}")
 
 
 def offline_team_factory(family: str | None = None) -> Callable[[], Any]:
@@ -264,6 +276,7 @@ def offline_team_factory(family: str | None = None) -> Callable[[], Any]:
 
 __all__ = [
     "HANDOFF_COMMAND",
+    "OFFLINE_FAMILIES",
     "TOOL_COMMAND",
     "OfflineReply",
     "compose_reply",

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message
+from ...messages import Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._gates import AGENTCHAT_PUBLIC_MODEL_CONTEXT, at_least
+from .._representable import require_representable
 from ..base import Driver
 from .conversion import NativeMessage, to_canonical, to_native
 
@@ -137,8 +138,10 @@ class AgentChatDriver(Driver):
         return to_canonical(messages[len(self._preamble) :])
 
     async def import_history(self, messages: Sequence[Message]) -> None:
+        require_representable(messages, "agentchat")
         template = await self._baseline()
-        native = [*self._preamble, *to_native(messages, self.version, self.agent.name)]
+        repaired = close_unanswered_tool_calls(messages)
+        native = [*self._preamble, *to_native(repaired, self.version, self.agent.name)]
         state = {**template, "llm_context": {**template["llm_context"], "messages": native}}
         try:
             # a coroutine: calling it without await is a silent no-op (microsoft/autogen#5034)

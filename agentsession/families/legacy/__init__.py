@@ -40,7 +40,10 @@ class LegacyFamily(Family):
     minimum = LEGACY_MINIMUM
     below = LEGACY_BELOW
     tested_range = LEGACY_TESTED
-    install_hint = "pip install 'pyautogen~=0.2.35'  (or 'ag2<1.0', or 'autogen==0.14.1')"
+    install_hint = (
+        "pip install 'pyautogen~=0.2.35'  (or 'ag2<1.0', or 'autogen==0.14.1'; "
+        "ag2 >= 1.0 is `import ag2`, agentsession's ag2 family)"
+    )
 
     def owns(self, agent: object) -> bool:
         if isinstance(agent, tuple):

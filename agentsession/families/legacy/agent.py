@@ -9,8 +9,9 @@ from typing import Any
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message
+from ...messages import Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, Turn, ignore
+from .._representable import require_representable
 from ..base import Driver
 from ._quirks import _quiet
 from .conversion import _calls_tools, _mirrored, to_canonical, to_native
@@ -89,7 +90,9 @@ class LegacyDriver(Driver):
         return to_canonical(self.agent.chat_messages[self.user], self.agent.name, self.user.name)
 
     async def import_history(self, messages: Sequence[Message]) -> None:
-        native = to_native(messages, self.agent.name, self.user.name)
+        require_representable(messages, "legacy")
+        repaired = close_unanswered_tool_calls(messages)
+        native = to_native(repaired, self.agent.name, self.user.name)
         # chat_messages is the agents' live history dict in every version; the private
         # _append_oai_message changed its signature at ag2 0.10
         self.agent.chat_messages[self.user] = native
