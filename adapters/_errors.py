@@ -20,6 +20,7 @@ from agentsession.errors import (
     OwnerMismatch,
     SessionBusy,
     StoreUnavailable,
+    StreamInterrupted,
 )
 
 logger = logging.getLogger("agentsession")
@@ -94,6 +95,8 @@ ERROR_RULES: tuple[_Rule, ...] = (
     _Rule(ConversationFull, 409, "conversation_full",
           "This conversation is full; reset it or start a new one.", 1008, logging.INFO,
           detail=True),
+    _Rule(StreamInterrupted, 410, "stream_interrupted",
+          "This streamed turn cannot be followed.", 1000, logging.INFO),
     _Rule(CorruptRecord, 500, "corrupt_record",
           "This conversation's stored record cannot be read; it was kept for inspection.", 1011,
           logging.ERROR),
@@ -123,4 +126,5 @@ def error_answer(exc: BaseException, busy_status: int = 409) -> ErrorAnswer | No
     elif isinstance(exc, StoreUnavailable):
         headers = (("Retry-After", "5"),)
     message = f"{rule.message} {exc}" if rule.detail else rule.message
-    return ErrorAnswer(status, rule.code, message, headers, rule.websocket_code)
+    code = exc.code if isinstance(exc, StreamInterrupted) else rule.code  # no_journal, failed, …
+    return ErrorAnswer(status, code, message, headers, rule.websocket_code)

@@ -18,10 +18,10 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from agentsession import _loop
-from agentsession.errors import OwnerMismatch, SessionNotFound
+from agentsession.errors import OwnerMismatch, SessionNotFound, StreamInterrupted
 from agentsession.manager import OWNER_KEY, AsyncSessionManager, new_session_id
 from agentsession.messages import Message
 from agentsession.stores import Conversation, SessionInfo
@@ -195,23 +195,52 @@ class AsyncRequestSession:
         )
 
     async def stream(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> AsyncIterator[TurnEvent]:
         """The turn's events as they happen (see ``AsyncSessionManager.stream``)."""
         owner, key = self.current_owner(), self._key(idempotency_key)
-        events: AsyncIterator[TurnEvent] | None = None
+        events: Any = None  # the engine's async generator, made by the write below
 
         async def first(session_id: str, create: bool) -> TurnEvent:
             nonlocal events
             events = self.engine.stream(
-                session_id, text, sender=sender, idempotency_key=key, owner=owner, create=create
+                session_id,
+                text,
+                sender=sender,
+                idempotency_key=key,
+                owner=owner,
+                create=create,
+                on_disconnect=on_disconnect,
             )
-            return await events.__anext__()
+            try:
+                event: TurnEvent = await events.__anext__()
+                return event
+            except BaseException:
+                await events.aclose()
+                raise
 
         event = await self._write(first)  # the first event: the turn has passed its checks
-        yield event
-        assert events is not None
-        async for event in events:
+        try:
+            yield event
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # a reader that left: the turn's on_disconnect applies now
+
+    async def resume(
+        self, after: int = -1, *, turn_id: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        """The events of this conversation's latest streamed turn after ``after``, then the
+        rest as they happen (see ``AsyncSessionManager.resume``)."""
+        session_id = await self.session_id()
+        if not self._stored:
+            raise StreamInterrupted(session_id, "is not known (no conversation)", code="no_journal")
+        async for event in self.engine.resume(session_id, after, turn_id=turn_id):
             yield event
 
     async def history(
@@ -329,11 +358,22 @@ class RequestSession:
         )
 
     def stream(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> Iterator[TurnEvent]:
         self.async_session.current_owner()
-        events = self.async_session.stream(text, sender=sender, idempotency_key=idempotency_key)
+        events = self.async_session.stream(
+            text, sender=sender, idempotency_key=idempotency_key, on_disconnect=on_disconnect
+        )
         return _loop.iterate(events)
+
+    def resume(self, after: int = -1, *, turn_id: str | None = None) -> Iterator[TurnEvent]:
+        self.async_session.current_owner()
+        return _loop.iterate(self.async_session.resume(after, turn_id=turn_id))
 
     def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
         return self._run(lambda: self.async_session.history(limit=limit, before=before))

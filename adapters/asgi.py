@@ -15,15 +15,19 @@ async def chat(request):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+import asyncio
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
 from functools import partial
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qs
 
 from agentsession.manager import AsyncSessionManager
 
 from ._errors import MAPPED_ERRORS, ErrorAnswer, error_answer
 from ._middleware import Middleware
 from ._session import AsyncRequestSession
+from ._sse import HEADERS, HEARTBEAT, frames, last_event
 from ._tokens import Claim
 
 Scope = MutableMapping[str, Any]
@@ -35,7 +39,14 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "agentsession.session"
 STATE_KEY = "agent_session"
 
-__all__ = ["SCOPE_KEY", "STATE_KEY", "AgentSessionMiddleware", "AsyncRequestSession", "get_session"]
+__all__ = [
+    "SCOPE_KEY",
+    "STATE_KEY",
+    "AgentSessionMiddleware",
+    "AsyncRequestSession",
+    "EventStream",
+    "get_session",
+]
 
 
 def get_session(connection: Mapping[str, Any]) -> AsyncRequestSession:
@@ -130,3 +141,109 @@ class AgentSessionMiddleware(Middleware[ASGIApp, AsyncSessionManager, Scope]):
             if answer is None or answered:
                 raise
             await answer(scope, receive, send_with_id)
+
+
+class EventStream:
+    """A streamed turn as Server-Sent Events, an ASGI response: return it from a Starlette
+    endpoint (FastAPI: ``agentsession.adapters.fastapi.EventStreamResponse``)::
+
+        async def chat(request):
+            text = (await request.json())["message"]
+            return EventStream(get_session(request), text)
+
+        async def resume(request):  # EventSource reconnects here with Last-Event-ID
+            return EventStream.resume(get_session(request), request)
+
+    Nothing is sent until the turn holds its conversation: an error before that (busy, store
+    down, too large, bad input) is the same JSON answer as for any turn; an error after it is an
+    ``error`` event. A client that disconnects leaves the turn to finish (``on_disconnect``).
+    """
+
+    def __init__(
+        self,
+        session: AsyncRequestSession,
+        text: str | None = None,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        on_disconnect: Literal["finish", "cancel"] = "finish",
+        after: int = -1,
+        turn_id: str | None = None,
+        heartbeat: float = HEARTBEAT,
+        busy_status: int = 409,
+    ) -> None:
+        self.session = session
+        self.text = text
+        self.sender = sender
+        self.idempotency_key = idempotency_key
+        self.on_disconnect = on_disconnect
+        self.after = after
+        self.turn_id = turn_id
+        self.heartbeat = heartbeat
+        self.busy_status = busy_status
+
+    @classmethod
+    def resume(
+        cls, session: AsyncRequestSession, connection: Mapping[str, Any], **options: Any
+    ) -> EventStream:
+        """The events a reconnecting client missed, then the rest: from its ``Last-Event-ID``
+        header (what ``EventSource`` sends) or an ``?after=N`` query."""
+        scope: Mapping[str, Any] = getattr(connection, "scope", connection)
+        headers = dict(scope.get("headers", ()))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        turn_id, after = last_event(
+            headers.get(b"last-event-id", b"").decode("latin-1") or None,
+            (query.get("after") or [None])[-1],
+        )
+        return cls(session, None, after=after, turn_id=turn_id, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.text is not None:
+            events = self.session.stream(
+                self.text,
+                sender=self.sender,
+                idempotency_key=self.idempotency_key,
+                on_disconnect=self.on_disconnect,
+            )
+        else:
+            events = self.session.resume(self.after, turn_id=self.turn_id)
+        try:
+            first = await events.__anext__()
+        except MAPPED_ERRORS as exc:
+            answer = error_answer(exc, self.busy_status)
+            if answer is None:
+                raise
+            await answer(scope, receive, send)
+            return
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in HEADERS]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        chunks = frames(first, events, self.turn_id, self.heartbeat, self.busy_status)
+        disconnected = asyncio.ensure_future(_disconnect(receive))
+        try:
+            while True:
+                chunk = asyncio.ensure_future(_next_chunk(chunks))
+                done, _ = await asyncio.wait({chunk, disconnected}, return_when=FIRST_COMPLETED)
+                if chunk not in done:  # the client left: stop reading; the turn goes on
+                    chunk.cancel()
+                    await asyncio.wait([chunk])
+                    return
+                body = chunk.result()
+                if body is None:
+                    break
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnected.cancel()
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None

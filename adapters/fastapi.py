@@ -11,14 +11,16 @@ async def chat(body: Chat, session: AgentSessionDep):
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from .asgi import AsyncRequestSession, get_session
+from .asgi import AsyncRequestSession, EventStream, get_session
 
-__all__ = ["AgentSessionDep", "agent_session"]
+__all__ = ["AgentSessionDep", "EventStreamResponse", "agent_session"]
 
 
 def agent_session(connection: HTTPConnection) -> AsyncRequestSession:
@@ -27,3 +29,33 @@ def agent_session(connection: HTTPConnection) -> AsyncRequestSession:
 
 
 AgentSessionDep = Annotated[AsyncRequestSession, Depends(agent_session)]
+
+
+class EventStreamResponse(Response):
+    """``EventStream`` as a response FastAPI returns as it is::
+
+    @api.post("/chat/stream")
+    async def chat(body: Chat, session: AgentSessionDep):
+        return EventStreamResponse(session, body.message)
+
+    @api.get("/chat/stream")
+    async def resume(request: Request, session: AgentSessionDep):
+        return EventStreamResponse.resume(session, request)
+    """
+
+    def __init__(
+        self, session: AsyncRequestSession, text: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(media_type="text/event-stream")
+        self.stream = EventStream(session, text, **options)
+
+    @classmethod
+    def resume(
+        cls, session: AsyncRequestSession, request: Request, **options: Any
+    ) -> EventStreamResponse:
+        response = cls(session)
+        response.stream = EventStream.resume(session, request, **options)
+        return response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.stream(scope, receive, send)

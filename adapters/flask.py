@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, cast
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request, stream_with_context
 from werkzeug.local import LocalProxy
 
 from agentsession.errors import InvalidSecretKey
@@ -35,6 +35,7 @@ from agentsession.stores import Store
 
 from ._errors import MAPPED_ERRORS, check_busy_status, error_answer
 from ._session import RequestSession
+from ._sse import HEADERS, last_event, open_stream
 from ._tokens import (
     COOKIE_NAME,
     HEADER_NAME,
@@ -50,7 +51,7 @@ from .wsgi import ENVIRON_KEY, is_https, request_session
 EXTENSION = "agentsession"
 _ENGINE_OPTIONS = ("lock_timeout", "lease_ttl", "max_message_bytes", "max_messages", "cache_size")
 
-__all__ = ["AgentSession", "current_session"]
+__all__ = ["AgentSession", "current_session", "event_stream"]
 
 
 def config_key(option: str) -> str:
@@ -195,3 +196,28 @@ def _answer_error(exc: Exception) -> Response:
     if answer is None:  # only MAPPED_ERRORS are registered
         raise exc
     return Response(answer.body, status=answer.status, headers=answer.all_headers)
+
+
+def event_stream(text: str | None = None, **options: Any) -> Response:
+    """The current request's streamed turn as Server-Sent Events; ``text=None`` resumes the
+    conversation's stream after the request's ``Last-Event-ID`` (or ``?after=N``)::
+
+        @app.post("/chat/stream")
+        def chat():
+            return event_stream(request.get_json()["message"])
+
+        @app.get("/chat/stream")
+        def resume():  # EventSource reconnecting
+            return event_stream()
+
+    The turn starts in the view, so an error before its first event is the usual JSON answer;
+    the cookie goes out with the stream's headers.
+    """
+    session = _get_session()
+    if text is None:
+        turn_id, after = last_event(request.headers.get("Last-Event-ID"), request.args.get("after"))
+        options = {"after": after, "turn_id": turn_id, **options}
+    options.setdefault("busy_status", _state().busy_status)
+    chunks = open_stream(session, text, **options)
+    response = Response(stream_with_context(chunks), headers=dict(HEADERS))
+    return response

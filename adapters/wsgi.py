@@ -20,12 +20,14 @@ import sys
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from agentsession.manager import SessionManager
 
 from ._errors import MAPPED_ERRORS, error_answer
 from ._middleware import Middleware
 from ._session import AsyncRequestSession, RequestSession
+from ._sse import HEADERS, last_event, open_stream
 from ._tokens import Claim, SessionIds
 
 Environ = dict[str, Any]
@@ -34,7 +36,13 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 ENVIRON_KEY = "agentsession.session"
 
-__all__ = ["ENVIRON_KEY", "AgentSessionWSGIMiddleware", "RequestSession", "environ_header"]
+__all__ = [
+    "ENVIRON_KEY",
+    "AgentSessionWSGIMiddleware",
+    "RequestSession",
+    "environ_header",
+    "event_stream",
+]
 
 
 def environ_header(header_name: str) -> str:
@@ -98,3 +106,30 @@ class AgentSessionWSGIMiddleware(Middleware[WSGIApp, SessionManager, Environ]):
             exc_info = sys.exc_info() if started else None
             start_with_id(status_line(answer.status), answer.all_headers, exc_info)
             return [answer.body]
+
+
+def event_stream(
+    environ: Environ, start_response: StartResponse, text: str | None = None, **options: Any
+) -> Iterable[bytes]:
+    """A streamed turn as Server-Sent Events, as a WSGI response; ``text=None`` resumes the
+    conversation's stream after the request's ``Last-Event-ID`` (or ``?after=N``)::
+
+        def app(environ, start_response):
+            if environ["REQUEST_METHOD"] == "GET":  # EventSource reconnecting
+                return event_stream(environ, start_response)
+            return event_stream(environ, start_response, read_message(environ))
+
+    Needs a server that sends each chunk as it comes (gunicorn with threads or gevent, waitress,
+    uWSGI; not ``wsgiref``'s buffering). An error before the first event raises like any turn
+    (the middleware answers it); one after it is an ``error`` event.
+    """
+    session: RequestSession = environ[ENVIRON_KEY]
+    if text is None:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        turn_id, after = last_event(
+            environ.get("HTTP_LAST_EVENT_ID"), (query.get("after") or [None])[-1]
+        )
+        options = {"after": after, "turn_id": turn_id, **options}
+    chunks = open_stream(session, text, **options)
+    start_response("200 OK", list(HEADERS))
+    return chunks

@@ -92,13 +92,21 @@ class JournalWriter:
                 await asyncio.wait([flusher])
 
 
-async def replay(store: Store, session_id: str, after: int = -1) -> AsyncIterator[TurnEvent]:
+async def replay(
+    store: Store, session_id: str, after: int = -1, turn_id: str | None = None
+) -> AsyncIterator[TurnEvent]:
     """The events of the conversation's latest streamed turn after ``after``, then the rest as
-    they are journaled, until the turn's end. ``StreamInterrupted`` if the turn failed or died
-    (or there is no journal to follow)."""
+    they are journaled, until the turn's end. With ``turn_id``, a journal of another turn (a
+    newer one has started since) is replayed from its start. ``StreamInterrupted`` if the turn
+    failed or died (or there is no journal to follow)."""
     quiet_since: float | None = None
+    first = True
     while True:
         page = await store.journal_read(session_id, after)
+        if first and page is not None and turn_id is not None and page.turn_id != turn_id:
+            after = -1
+            page = await store.journal_read(session_id, after)
+        first = False
         if page is None:
             raise StreamInterrupted(session_id, "is not known (no journal; it may have expired)",
                                     code="no_journal")  # fmt: skip
@@ -110,7 +118,7 @@ async def replay(store: Store, session_id: str, after: int = -1) -> AsyncIterato
                     str(record.get("detail", "failed")),
                     code=str(record.get("code", "interrupted")),
                 )
-            event = event_from_dict(record, session_id)
+            event = event_from_dict(record, session_id, page.turn_id)
             yield event
             if record.get("type") == "end":
                 return

@@ -199,6 +199,7 @@ class StreamInterrupted(AgentSessionError):
     def __init__(self, session_id: str, reason: str, code: str = "interrupted") -> None:
         self.session_id = session_id
         self.code = code
+        self.reason = reason
         super().__init__(f"the streamed turn of session {session_id[:8]}… {reason}")
 
 

@@ -295,10 +295,7 @@ class AsyncSessionManager:
 
         def numbered(event: TurnEvent) -> TurnEvent:
             nonlocal seq
-            if isinstance(event, TurnStart):
-                event = replace(event, turn_id=turn_id, seq=seq)
-            else:
-                event = replace(event, seq=seq)
+            event = replace(event, turn_id=turn_id, seq=seq)
             if writer is None or writer.add(event.to_dict()):
                 seq += 1
             return event
@@ -356,13 +353,16 @@ class AsyncSessionManager:
         self._followers.add(follower)
         follower.add_done_callback(self._followers.discard)
 
-    async def resume(self, session_id: str, after: int = -1) -> AsyncIterator[TurnEvent]:
+    async def resume(
+        self, session_id: str, after: int = -1, *, turn_id: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
         """The events of the conversation's latest streamed turn with ``seq > after``, then the
         rest as they happen, until its ``TurnEnd``: what a reader that lost its connection
         missed, from any worker. ``StreamInterrupted`` if that turn failed, was cancelled or
-        its worker died (nothing of it was recorded), or there is no journal to follow."""
+        its worker died (nothing of it was recorded), or there is no journal to follow. With
+        ``turn_id`` (the turn the reader followed), a newer turn's journal is replayed whole."""
         check_session_id(session_id)
-        async for event in replay(self.store, session_id, after):
+        async for event in replay(self.store, session_id, after, turn_id):
             yield event
 
     async def _turn(
@@ -939,8 +939,10 @@ class SessionManager:
         )
         return _loop.iterate(events)
 
-    def resume(self, session_id: str, after: int = -1) -> Iterator[TurnEvent]:
-        return _loop.iterate(self.engine.resume(session_id, after))
+    def resume(
+        self, session_id: str, after: int = -1, *, turn_id: str | None = None
+    ) -> Iterator[TurnEvent]:
+        return _loop.iterate(self.engine.resume(session_id, after, turn_id=turn_id))
 
     def history(
         self, session_id: str, *, limit: int | None = None, before: int | None = None

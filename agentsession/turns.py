@@ -91,8 +91,9 @@ class Turn(Sequence[Message]):
         return record
 
 
-# ``seq`` numbers a streamed turn's events from 0 (its ``TurnStart``); -1 on an event that was
-# not numbered (a driver's, before the engine hands it on)
+# ``seq`` numbers a streamed turn's events from 0 (its ``TurnStart``), and ``turn_id`` names
+# the turn; -1 and "" on an event that was not numbered (a driver's, before the engine hands it
+# on). ``to_dict`` leaves ``turn_id`` out but for ``TurnStart``: a journal keeps it once.
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class TextDelta:
     text: str
     speaker: str | None = None
     seq: int = -1
+    turn_id: str = ""
     type: ClassVar[str] = "delta"
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +130,7 @@ class MessageEvent:
 
     message: Message
     seq: int = -1
+    turn_id: str = ""
     type: ClassVar[str] = "message"
 
     @property
@@ -153,6 +156,7 @@ class TurnEnd:
 
     turn: Turn
     seq: int = -1
+    turn_id: str = ""
     type: ClassVar[str] = "end"
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,14 +173,17 @@ def ignore(event: TurnStart | TextDelta | MessageEvent) -> None:
     """The ``Emit`` of a turn nobody streams."""
 
 
-def event_from_dict(record: Mapping[str, Any], session_id: str = "?") -> TurnEvent:
-    """The event whose ``to_dict()`` is ``record`` (as a streamed turn's journal keeps it)."""
+def event_from_dict(
+    record: Mapping[str, Any], session_id: str = "?", turn_id: str = ""
+) -> TurnEvent:
+    """The event whose ``to_dict()`` is ``record`` (as a streamed turn's journal keeps it), of
+    the turn ``turn_id``."""
     try:
         kind, seq = record["type"], int(record.get("seq", -1))
         if kind == "delta":
-            return TextDelta(str(record["text"]), record.get("speaker"), seq)
+            return TextDelta(str(record["text"]), record.get("speaker"), seq, turn_id)
         if kind == "message":
-            return MessageEvent(Message.from_dict(record["message"], session_id), seq)
+            return MessageEvent(Message.from_dict(record["message"], session_id), seq, turn_id)
         if kind == "start":
             return TurnStart(session_id, str(record["turn_id"]), seq)
         if kind == "end":
@@ -190,6 +197,7 @@ def event_from_dict(record: Mapping[str, Any], session_id: str = "?") -> TurnEve
                     bool(turn.get("replayed", False)),
                 ),
                 seq,
+                turn_id,
             )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecord(session_id, f"malformed journal event: {exc!r}") from exc

@@ -167,7 +167,7 @@ def openai_agents_rows(lengths: Sequence[int], rounds: int, folder: str) -> list
     async def measure() -> list[list[Any]]:
         rows = []
         for length in lengths:
-            session = SQLiteSession(f"bench-{length}", f"{folder}/openai-agents.db")
+            session = SQLiteSession(f"bench-{length}", f"{folder}/openai-agentsession.db")
             items: list[Any] = []
             for m in seed_messages(length):
                 items.append({"role": m.role, "content": m.content})

@@ -20,7 +20,7 @@ from agentsession import check_session_id, new_session_id
 from agentsession.integrations.ag2 import AgentSessionStorage
 from agentsession.offline.ag2 import OfflineConfig
 
-storage = AgentSessionStorage(os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+storage = AgentSessionStorage(os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db"))
 agent = Agent(
     "assistant", "You are helpful.", config=OfflineConfig(), middleware=[storage.turn_guard]
 )

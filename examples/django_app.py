@@ -47,7 +47,7 @@ urlpatterns = [path("chat", chat)]
 
 manager = SessionManager(
     offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # the offline model of any family
-    os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db"),
 )
 application = AgentSessionWSGIMiddleware(
     get_wsgi_application(), manager, secret_key=settings.SECRET_KEY

@@ -21,7 +21,7 @@ if not SECRET_KEY:  # never a default: a known key lets anyone forge ids
     )
 manager = AsyncSessionManager(
     offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # the offline model of any family
-    os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db"),
 )
 app = FastAPI()
 app.add_middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET_KEY)

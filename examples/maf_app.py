@@ -16,7 +16,9 @@ from agentsession import check_session_id, new_session_id
 from agentsession.integrations.maf import AgentSessionHistoryProvider, AgentSessionStore
 from agentsession.offline.maf import OfflineChatClient
 
-history = AgentSessionHistoryProvider(os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+history = AgentSessionHistoryProvider(
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db")
+)
 sessions = AgentSessionStore(history.store)
 agent = Agent(
     client=OfflineChatClient(),

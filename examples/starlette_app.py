@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agentsession import AsyncSessionManager
-from agentsession.adapters.asgi import AgentSessionMiddleware
+from agentsession.adapters.asgi import AgentSessionMiddleware, EventStream, get_session
 from agentsession.offline import offline_agent_factory
 
 SECRET_KEY = os.environ.get("SECRET_KEY")
@@ -21,25 +21,53 @@ if not SECRET_KEY:  # never a default: a known key lets anyone forge ids
     raise SystemExit(
         "set SECRET_KEY first: python -c 'import secrets; print(secrets.token_hex(32))'"
     )
+DELAY = os.environ.get("OFFLINE_CHUNK_DELAY")  # the offline model streams word by word
+ON_DISCONNECT = "cancel" if os.environ.get("STREAM_ON_DISCONNECT") == "cancel" else "finish"
 manager = AsyncSessionManager(
-    offline_agent_factory(os.environ.get("AGENTSESSION_FAMILY")),  # the offline model of any family
-    os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
+    # the offline model of any family; your factory builds your real agent
+    offline_agent_factory(
+        os.environ.get("AGENTSESSION_FAMILY"), chunk_delay=float(DELAY) if DELAY else None
+    ),
+    os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db"),
 )
 
 
-async def chat(request: Request) -> JSONResponse:
+async def message_of(request: Request) -> str | None:
     try:
         body = await request.json()
     except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+        return None
+    return (
+        body.get("message")
+        if isinstance(body, dict) and isinstance(body.get("message"), str)
+        else None
+    )
+
+
+async def chat(request: Request) -> JSONResponse:
+    message = await message_of(request)
+    if message is None:
         return JSONResponse({"detail": 'send JSON: {"message": "..."}'}, status_code=400)
-    reply = await request.state.agent_session.send(body["message"])
+    reply = await request.state.agent_session.send(message)
     return JSONResponse({"reply": reply, "pid": os.getpid()})
 
 
+async def stream(request: Request) -> EventStream | JSONResponse:
+    """POST: the turn as Server-Sent Events. GET: a reconnecting EventSource (Last-Event-ID)."""
+    if request.method == "GET":
+        return EventStream.resume(get_session(request), request)
+    message = await message_of(request)
+    if message is None:
+        return JSONResponse({"detail": 'send JSON: {"message": "..."}'}, status_code=400)
+    # a client that disconnects leaves the turn to finish and be stored ("finish"), or cancels it
+    return EventStream(get_session(request), message, on_disconnect=ON_DISCONNECT)
+
+
 app = Starlette(
-    routes=[Route("/chat", chat, methods=["POST"])],
+    routes=[
+        Route("/chat", chat, methods=["POST"]),
+        Route("/chat/stream", stream, methods=["GET", "POST"]),
+    ],
     middleware=[
         Middleware(
             AgentSessionMiddleware,

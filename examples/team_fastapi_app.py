@@ -25,7 +25,9 @@ def build() -> object:  # your factory builds your real team, a new one per call
     return build_team("round_robin")
 
 
-manager = AsyncSessionManager(build, os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"))
+manager = AsyncSessionManager(
+    build, os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db")
+)
 app = FastAPI()
 app.add_middleware(AgentSessionMiddleware, manager=manager, secret_key=SECRET_KEY)
 

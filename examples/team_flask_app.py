@@ -21,7 +21,7 @@ AgentSession(
     app,
     # your factory builds your real group chat, a new one per call
     factory=lambda: build_group_chat(),
-    store=os.environ.get("AGENTSESSION_STORE", "sqlite:///agents.db"),
+    store=os.environ.get("AGENTSESSION_STORE", "sqlite:///agentsession.db"),
 )
 
 

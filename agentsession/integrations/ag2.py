@@ -7,7 +7,7 @@ processes, TTL, encryption and the admin CLI::
     from ag2 import Agent
     from agentsession.integrations.ag2 import AgentSessionStorage
 
-    storage = AgentSessionStorage("sqlite:///agents.db")
+    storage = AgentSessionStorage("sqlite:///agentsession.db")
     agent = Agent("assistant", "You are helpful.", config=..., middleware=[storage.turn_guard])
 
     reply = await agent.ask("hello", stream=storage.stream(conversation_id))

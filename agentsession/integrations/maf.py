@@ -7,7 +7,7 @@ without a ``SessionManager``::
     from agent_framework import Agent
     from agentsession.integrations.maf import AgentSessionHistoryProvider, AgentSessionStore
 
-    history = AgentSessionHistoryProvider("sqlite:///agents.db")
+    history = AgentSessionHistoryProvider("sqlite:///agentsession.db")
     sessions = AgentSessionStore(history.store)              # session.state, same store
     agent = Agent(client=..., name="assistant", context_providers=[history])
 
@@ -51,7 +51,7 @@ _PICKLE_MARKER = "__pickled__"  # the framework's workflow-checkpoint encoding (
 class AgentSessionHistoryProvider(HistoryProvider):
     """An Agent Framework ``HistoryProvider`` on any agentsession store.
 
-    ``store`` is a ``Store`` or a store URL (``sqlite:///agents.db``, ``redis://…``,
+    ``store`` is a ``Store`` or a store URL (``sqlite:///agentsession.db``, ``redis://…``,
     ``postgresql://…``, ``mysql://…``; ``?ttl=`` and ``encryption_keys=`` as for any store).
     ``lock_timeout`` is how long a run waits for another run on the same session (then
     ``SessionBusy``), ``lease_ttl`` how long a crashed process's lease blocks the session (a

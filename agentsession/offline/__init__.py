@@ -235,13 +235,28 @@ def installed_family() -> str:
 
 
 def offline_agent_factory(
-    family: str | None = None, *, system_message: str = "You are a helpful assistant."
+    family: str | None = None,
+    *,
+    system_message: str = "You are a helpful assistant.",
+    chunk_delay: float | None = None,
 ) -> Callable[[], Any]:
-    """A factory building an offline agent of ``family`` (default: whichever is installed)."""
+    """A factory building an offline agent of ``family`` (default: whichever is installed).
+
+    ``chunk_delay``: an agentchat agent streams its replies word by word, that many seconds
+    apart (``model_client_stream=True``), as a real model's tokens come; the other families'
+    offline agents stream as their driver does."""
     chosen = family or installed_family()
     if chosen == "agentchat":
         from .agentchat import build_agent
 
+        if chunk_delay is not None:
+            delay = chunk_delay
+            return lambda: build_agent(
+                system_message=system_message,
+                model_client_stream=True,
+                chunk_words=1,
+                chunk_delay=delay,
+            )
         return lambda: build_agent(system_message=system_message)
     if chosen == "legacy":
         from .legacy import build_assistant

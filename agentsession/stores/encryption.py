@@ -1,6 +1,6 @@
 """Encryption at rest: message and metadata records sealed with Fernet (``cryptography``).
 
-    store = open_store("sqlite:///agents.db", encryption_keys=[new_key, old_key])
+    store = open_store("sqlite:///agentsession.db", encryption_keys=[new_key, old_key])
 
 The first key encrypts; every key decrypts, so rotating is: put the new key first, keep the
 old ones until ``agentsession migrate`` has nothing left to read with them. Make a key with

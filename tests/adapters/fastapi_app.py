@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from agentsession.adapters.fastapi import AgentSessionDep
+from agentsession.adapters.fastapi import AgentSessionDep, EventStreamResponse
 
 
 class Body(BaseModel):
@@ -33,6 +33,14 @@ def build_fastapi() -> FastAPI:
     @api.post("/delete")
     async def delete(session: AgentSessionDep) -> dict[str, Any]:
         return {"deleted": await session.delete()}
+
+    @api.post("/stream")
+    async def stream(body: Body, session: AgentSessionDep) -> EventStreamResponse:
+        return EventStreamResponse(session, body.text)
+
+    @api.get("/stream")
+    async def resume(request: Request, session: AgentSessionDep) -> EventStreamResponse:
+        return EventStreamResponse.resume(session, request)
 
     @api.get("/plain", response_class=PlainTextResponse)
     async def plain() -> str:

@@ -103,16 +103,17 @@ class Harness:
         self.kind = kind
         self.store = open_store(store) if isinstance(store, str) else store
         engine = {k: options.pop(k) for k in ENGINE_OPTIONS if k in options}
+        build = options.pop("factory", None) or factory()
         self.asgi = kind in ("starlette", "fastapi")
         self._loop = asyncio.new_event_loop() if self.asgi else None
         if self.asgi:
-            self.manager: Any = AsyncSessionManager(factory(), self.store, **engine)
+            self.manager: Any = AsyncSessionManager(build, self.store, **engine)
             self.app = build_asgi(kind, self.manager, **options)
         elif kind == "wsgi":
-            self.manager = SessionManager(factory(), self.store, **engine)
+            self.manager = SessionManager(build, self.store, **engine)
             self.app = build_wsgi(self.manager, **options)
         else:
-            self.app = build_flask(self.store, engine, **options)
+            self.app = build_flask(self.store, engine, build, **options)
             with self.app.app_context():
                 self.manager = self.app.extensions["agentsession"].manager
         self._clients: list[httpx.Client | httpx.AsyncClient] = []
@@ -188,7 +189,7 @@ def build_starlette() -> Any:
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
-    from agentsession.adapters.asgi import get_session
+    from agentsession.adapters.asgi import EventStream, get_session
 
     async def chat(request: Request) -> Response:
         session = request.state.agent_session
@@ -208,8 +209,14 @@ def build_starlette() -> Any:
     async def plain(request: Request) -> Response:
         return PlainTextResponse("no session here")
 
+    async def stream(request: Request) -> Any:
+        if request.method == "GET":  # EventSource reconnecting
+            return EventStream.resume(get_session(request), request)
+        return EventStream(get_session(request), (await request.json())["text"])
+
     return Starlette(
         routes=[
+            Route("/stream", stream, methods=["GET", "POST"]),
             Route("/chat", chat, methods=["POST"]),
             Route("/history", history),
             Route("/rotate", rotate, methods=["POST"]),
@@ -224,13 +231,13 @@ def build_wsgi(manager: SessionManager, **options: Any) -> Any:
 
     from werkzeug.wrappers import Request, Response
 
-    from agentsession.adapters.wsgi import ENVIRON_KEY, AgentSessionWSGIMiddleware
+    from agentsession.adapters.wsgi import ENVIRON_KEY, AgentSessionWSGIMiddleware, event_stream
 
     def answer(data: object) -> Response:
         return Response(json.dumps(data), mimetype="application/json")
 
     @Request.application
-    def app(request: Request) -> Response:
+    def chat_app(request: Request) -> Response:
         session = request.environ[ENVIRON_KEY]
         if request.path == "/chat":
             reply = session.send(request.get_json()["text"])
@@ -243,15 +250,25 @@ def build_wsgi(manager: SessionManager, **options: Any) -> Any:
             return answer({"deleted": session.delete()})
         return Response("no session here")
 
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/stream":  # plain WSGI: the helper is the response
+            if environ["REQUEST_METHOD"] == "GET":
+                return event_stream(environ, start_response)
+            body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            return event_stream(environ, start_response, body["text"])
+        return chat_app(environ, start_response)
+
     options.setdefault("owner", lambda environ: environ.get("HTTP_X_USER"))
     options.setdefault("secret_key", SECRET)
     return AgentSessionWSGIMiddleware(app, manager, **options)
 
 
-def build_flask(store: Store, engine: dict[str, Any], **options: Any) -> Any:
+def build_flask(
+    store: Store, engine: dict[str, Any], build: Callable[..., Any], **options: Any
+) -> Any:
     from flask import Blueprint, Flask, request
 
-    from agentsession.adapters.flask import AgentSession, current_session
+    from agentsession.adapters.flask import AgentSession, current_session, event_stream
 
     app = Flask(__name__)
     app.secret_key = SECRET
@@ -278,9 +295,15 @@ def build_flask(store: Store, engine: dict[str, Any], **options: Any) -> Any:
     def plain() -> str:
         return "no session here"
 
+    @bp.route("/stream", methods=["GET", "POST"])
+    def stream() -> Any:
+        if request.method == "GET":
+            return event_stream()
+        return event_stream(request.get_json()["text"])
+
     options.setdefault("owner", lambda req: req.headers.get("X-User"))
     owner: Callable[..., Any] = options.pop("owner")
-    extension = AgentSession(factory=factory(), owner=owner, store=store, **engine)
+    extension = AgentSession(factory=build, owner=owner, store=store, **engine)
     for name, value in options.items():  # through app.config, as Flask users configure it
         app.config[f"AGENTSESSION_{name.upper()}"] = value
     extension.init_app(app)
