@@ -21,6 +21,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agentsession.errors import ConfigurationError, MessageTooLarge, MissingDependency
@@ -38,7 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the demo extra is missing
     raise MissingDependency("starlette", "demo", "agentsession demo") from exc
 
-from .asgi import AgentSessionMiddleware, get_session
+from .asgi import AgentSessionMiddleware, EventStream, get_session
 
 logger = logging.getLogger("agentsession")
 
@@ -49,19 +50,28 @@ STORE_ENV, FAMILY_ENV, SECRET_ENV = (
     "AGENTSESSION_SECRET_KEY",
 )
 TEAM_ENV = "AGENTSESSION_DEMO_TEAM"
+DELAY_ENV = "AGENTSESSION_DEMO_DELAY"
+DELAY = 0.03
+"""Seconds between the words of an offline reply: the page shows it as it is written."""
 SECRET_FILE = ".agentsession-demo-secret"
 
 __all__ = ["app_from_environment", "create_app", "serve"]
 
 
 def create_app(
-    store_url: str = DEFAULT_STORE, family: str | None = None, team: bool = False
+    store_url: str = DEFAULT_STORE,
+    family: str | None = None,
+    team: bool = False,
+    delay: float = DELAY,
 ) -> Starlette:
     """The demo as an ASGI app: the chat page and its small JSON API. ``team``: a writer and a
-    critic answer each message (a team or group chat of ``family``) instead of one agent."""
+    critic answer each message (a team or group chat of ``family``) instead of one agent.
+    ``delay``: seconds between the words of a streamed offline reply."""
     chosen = family or installed_family()
     store = open_store(store_url)
-    factory = offline_team_factory(chosen) if team else offline_agent_factory(chosen)
+    factory = (
+        offline_team_factory(chosen) if team else offline_agent_factory(chosen, chunk_delay=delay)
+    )
     manager = AsyncSessionManager(factory, store)
     kind = "team" if team else "agent"
     about = f"{chosen} family, offline {kind}, store {_display_url(store_url)}"
@@ -96,6 +106,23 @@ def create_app(
         history = _transcript(await session.history())
         return JSONResponse({"reply": reply, "history": history, "pid": os.getpid()})
 
+    async def stream(request: Request) -> Any:
+        """POST: the turn as Server-Sent Events. GET: the stream a reloaded page picks up."""
+        if request.method == "GET":
+            return EventStream.resume(get_session(request), request)
+        _, text = await _message(request)
+        if not text:
+            return _error("Type a message first.", 400, False)
+        if len(text.encode()) > manager.max_message_bytes:
+            return _error(
+                f"That message is {_size(len(text.encode()))}; the demo takes at most "
+                f"{_size(manager.max_message_bytes)}. Shorten it and send it again.",
+                413,
+                False,
+                code="message_too_large",
+            )
+        return EventStream(get_session(request), text)
+
     async def history(request: Request) -> Response:
         messages = _transcript(await get_session(request).history())
         return JSONResponse({"history": messages, "pid": os.getpid()})
@@ -126,6 +153,7 @@ def create_app(
         routes=[
             Route("/", page),
             Route("/api/send", send, methods=["POST"]),
+            Route("/api/stream", stream, methods=["GET", "POST"]),
             Route("/api/history", history),
             Route("/api/new", new, methods=["POST"]),
             Route("/new", confirm_new),
@@ -143,6 +171,7 @@ def app_from_environment() -> Starlette:
         os.environ.get(STORE_ENV, DEFAULT_STORE),
         os.environ.get(FAMILY_ENV) or None,
         team=os.environ.get(TEAM_ENV) == "1",
+        delay=float(os.environ.get(DELAY_ENV) or DELAY),
     )
 
 
@@ -323,11 +352,78 @@ async function post(url, body) {
   show(data.history);
   return true;
 }
+function bubble(role, name, text) {
+  const li = document.createElement("li"), who = document.createElement("b");
+  li.className = role + " live"; who.textContent = name || role;
+  li.append(who, document.createTextNode(text || ""));
+  log.append(li);
+  return li;
+}
+// a streamed turn: fetch() reads its Server-Sent Events as they come; the id of the turn being
+// streamed stays in sessionStorage until its end, so a reloaded page picks the stream up again
+async function follow(response) {
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({}));
+    status.textContent = data.detail || "Error " + response.status;
+    return false;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "", writing = null, finished = false;
+  document.getElementById("hint").hidden = true;
+  while (!finished) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+      const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      const fields = {};
+      for (const line of block.split("\\n")) {
+        if (line.startsWith(":")) continue;
+        const at = line.indexOf(": ");
+        fields[line.slice(0, at)] = line.slice(at + 2);
+      }
+      if (!fields.data) continue;
+      const event = JSON.parse(fields.data);
+      if (fields.id) sessionStorage.setItem("agentsession-stream", fields.id.split(":")[0]);
+      if (event.type === "delta") {
+        if (!writing) writing = bubble("assistant", event.speaker, "");
+        writing.lastChild.textContent += event.text;
+      } else if (event.type === "message") {
+        const m = event.message;
+        if (m.role === "user") bubble("user", m.name, m.content);
+        else if (m.role === "assistant" && m.content) {
+          (writing || bubble("assistant", m.name, "")).lastChild.textContent = m.content;
+          writing = null;
+        }
+      } else if (event.type === "end" || event.type === "error") {
+        if (event.type === "error") status.textContent = event.detail;
+        finished = true;
+      }
+    }
+  }
+  sessionStorage.removeItem("agentsession-stream");
+  const data = await (await fetch("/api/history")).json();  // what was recorded
+  show(data.history);
+  return finished;
+}
+async function send(text) {
+  status.textContent = "";
+  return follow(await fetch("/api/stream", {method: "POST", body: JSON.stringify({text}),
+    headers: {"content-type": "application/json"}}));
+}
+const pending = sessionStorage.getItem("agentsession-stream");
+if (pending) {  // reloaded while a reply was being written: replay that turn, then follow it
+  fetch("/api/stream", {headers: {"Last-Event-ID": pending + ":0"}}).then((response) => {
+    if (response.status !== 410) return follow(response);
+    sessionStorage.removeItem("agentsession-stream");  // nothing left to follow
+  });
+}
 document.getElementById("chat").addEventListener("submit", async (event) => {
   event.preventDefault();
   const input = document.getElementById("text"), button = document.getElementById("send");
   button.disabled = true;
-  try { if (await post("/api/send", {text: input.value})) input.value = ""; }
+  try { const text = input.value; input.value = ""; if (!await send(text)) input.value = text; }
   finally { button.disabled = false; input.focus(); }
 });
 document.getElementById("new").addEventListener("submit", async (event) => {

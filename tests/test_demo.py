@@ -189,6 +189,7 @@ def test_the_demo_in_a_browser_remembers_across_reload_and_restart(tmp_path: Pat
                         arg=text,
                     )
                 page.wait_for_function("document.querySelectorAll('#log li').length === 4")
+                page.wait_for_function("!sessionStorage.getItem('agentsession-stream')")  # replied
                 assert "agentsession" not in page.evaluate("document.cookie")  # HttpOnly
                 assert page.locator("#hint").is_hidden()
                 dialogs: list[str] = []
@@ -209,3 +210,61 @@ def test_the_demo_in_a_browser_remembers_across_reload_and_restart(tmp_path: Pat
         finally:
             browser.close()
     assert after_restart == items
+
+
+def test_the_demo_streams_over_sse_in_process(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
+    app = demo.create_app(store, "agentchat", delay=0)
+
+    async def run() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            streamed = await client.post("/api/stream", json={"text": "hello"})
+            replayed = await client.get("/api/stream")
+            return streamed, replayed, await client.get("/api/history")
+
+    streamed, replayed, history = asyncio.run(run())
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert (
+        "event: delta" in streamed.text and streamed.text.rstrip().splitlines()[-2] == "event: end"
+    )
+    assert replayed.text == streamed.text  # the journal replays the same events
+    assert [m["role"] for m in history.json()["history"]] == ["user", "assistant"]
+
+
+@pytest.mark.slow
+def test_the_demo_shows_a_reply_as_it_is_written_and_a_reload_picks_it_up(
+    tmp_path: Path,
+) -> None:
+    browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    port, store = free_port(), f"sqlite:///{tmp_path / 'demo.db'}"
+    args = [sys.executable, "-m", "agentsession", "demo", "--port", str(port), "--store", store,
+            "--family", "agentchat"]  # fmt: skip
+    reply = "li.assistant:last-child"
+    with sync_playwright() as p, server(args, tmp_path, port, AGENTSESSION_DEMO_DELAY="0.25"):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#text", "tell me what I said")
+            page.click("#send")
+            page.wait_for_selector(reply)
+            page.wait_for_function(f"document.querySelector('{reply}').textContent.length > 20")
+            early = page.locator(reply).text_content() or ""
+            page.wait_for_function(
+                f"document.querySelector('{reply}').textContent.length > {len(early) + 5}"
+            )
+            assert "You said" not in early  # text appears as it comes, not all at once
+            page.reload()  # mid-reply
+            page.wait_for_function(
+                f"document.querySelector('{reply}') && "
+                f"document.querySelector('{reply}').textContent.includes(\"said: 'tell me\")",
+                timeout=60_000,
+            )
+            page.wait_for_function("!sessionStorage.getItem('agentsession-stream')")
+            items = page.locator("#log li").all_text_contents()
+        finally:
+            browser.close()
+    assert len(items) == 2 and "I have seen 1 user message" in items[1], items
