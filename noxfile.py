@@ -50,6 +50,7 @@ FAMILIES = ("legacy", "agentchat", "maf", "ag2")
 FAMILY_TESTS = (
     "tests/families",
     "tests/test_manager.py",
+    "tests/test_turns.py",
     "tests/test_cli.py",
     "tests/test_messages.py",
 )
@@ -58,6 +59,7 @@ MAF_TESTS = (
     "tests/families",
     "tests/test_manager.py",
     "tests/test_cli.py",
+    "tests/test_turns.py",
     "tests/integrations/test_maf_integration.py",
     "tests/test_migration.py",
 )
@@ -65,6 +67,7 @@ AG2_TESTS = (
     "tests/families",
     "tests/test_manager.py",
     "tests/test_cli.py",
+    "tests/test_turns.py",
     "tests/integrations/test_ag2_integration.py",
     "tests/test_migration.py",
 )

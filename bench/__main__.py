@@ -12,7 +12,7 @@ from typing import Any
 
 from ._report import Table, machine, versions
 
-PARTS = ["floor", "turns", "teams", "middleware", "http", "memory"]
+PARTS = ["floor", "turns", "teams", "streaming", "middleware", "http", "memory"]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import team_cost
 
         tables += team_cost.measure(args.quick, args.family)
+    if "streaming" in parts:
+        from . import streaming
+
+        tables += streaming.measure(args.quick)
     if "middleware" in parts:
         from . import middleware
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import family_installed
 from packaging.version import Version
 
 from agentsession import (
@@ -19,6 +20,9 @@ from agentsession.turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent
 
 ADD = '/tool add {"a": 2, "b": 2}'
 STREAMING_CLIENT = Version("0.4.4")  # AssistantAgent(model_client_stream=...)
+agentchat_only = pytest.mark.skipif(
+    not family_installed("agentchat"), reason="an agentchat feature; agentchat is not installed"
+)
 
 
 def test_run_turn_returns_the_turn_as_a_sequence_of_its_messages(family: str) -> None:
@@ -34,6 +38,7 @@ def test_run_turn_returns_the_turn_as_a_sequence_of_its_messages(family: str) ->
         assert list(session.history()) == list(turn)
 
 
+@agentchat_only
 def test_agentchat_reports_the_model_usage_of_a_turn() -> None:
     with SessionManager(offline_agent_factory("agentchat"), "memory://") as manager:
         turn = manager.session().run_turn("hello there")
@@ -76,6 +81,7 @@ def test_stream_and_send_store_the_same_transcript(family: str) -> None:
     assert transcript(streamed=True) == transcript(streamed=False)
 
 
+@agentchat_only
 def test_a_streamed_tool_turn_reports_the_call_and_the_result() -> None:
     from agentsession.offline.agentchat import build_agent
 
@@ -151,6 +157,7 @@ def test_pop_turn_undoes_the_last_turn(family: str, store_url: str) -> None:
         assert manager.session().pop_turn() == []
 
 
+@agentchat_only
 def test_pop_turn_takes_a_whole_tool_turn() -> None:
     from agentsession.offline.agentchat import build_agent
 
@@ -182,6 +189,7 @@ def test_appended_messages_are_seen_by_the_next_turn(family: str, store_url: str
         assert len(session.history()) == 6
 
 
+@agentchat_only
 def test_a_streaming_model_client_streams_text_deltas() -> None:
     from agentsession.families._gates import at_least
     from agentsession.families.agentchat import AgentChatFamily
