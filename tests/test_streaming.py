@@ -173,3 +173,27 @@ def test_a_stream_whose_worker_is_killed_ends_in_an_error(durable_store_url: str
             assert user_messages_seen(reply) == 1  # nothing of the killed turn was recorded
 
     asyncio.run(run())
+
+
+def test_a_stream_and_a_send_on_one_conversation_are_serialised(store_url: str) -> None:
+    async def run() -> None:
+        async with AsyncSessionManager(streaming(0.01), store_url, lock_timeout=30) as manager:
+            session = manager.session()
+
+            async def streamed() -> list[TurnEvent]:
+                return [e async for e in session.stream("streamed turn")]
+
+            events, replies = await asyncio.gather(
+                streamed(), asyncio.gather(*(session.send(f"sent {i}") for i in range(3)))
+            )
+            history = await session.history()
+            assert len(history) == 8  # four whole turns
+            users = [m.content for m in history if m.role == "user"]
+            assert sorted(users) == sorted(["streamed turn", "sent 0", "sent 1", "sent 2"])
+            counts = [user_messages_seen(m.content or "") for m in history if m.role == "assistant"]
+            assert counts == [1, 2, 3, 4]  # each turn saw every turn before it
+            end = events[-1]
+            assert isinstance(end, TurnEnd) and end.turn.reply in [m.content for m in history]
+            assert len(replies) == 3
+
+    asyncio.run(run())
