@@ -104,6 +104,12 @@ class AsyncRequestSession:
             self._owner_known, self._owner = True, None  # and let go of the request
         return self._owner_value
 
+    @property
+    def id(self) -> str | None:
+        """The conversation's id once this request used its session; None before (``await
+        session.session_id()`` adopts or issues it). ``RequestSession.id`` always answers."""
+        return self._id
+
     async def session_id(self) -> str:
         """The conversation's id, adopted or issued on first use."""
         if self._id is None:

@@ -323,3 +323,16 @@ def test_samesite_none_is_always_secure() -> None:
         parts = config.set_cookie("t", https=https).split("; ")
         assert "Secure" in parts and "SameSite=None" in parts
         assert "Secure" in config.expire_cookie(https=https).split("; ")
+
+
+def test_the_request_sessions_have_an_id_like_sessions() -> None:
+    async def run() -> None:
+        session = AsyncRequestSession(engine(), claim())
+        assert session.id is None  # nothing resolved, nothing read
+        await session.send("hello")
+        assert session.id == await session.session_id()
+
+    asyncio.run(run())
+    with SessionManager(factory(), "memory://") as manager:
+        sync = RequestSession(AsyncRequestSession(manager.engine, claim()))
+        assert sync.id == sync.session_id() and len(sync.id) == 40
