@@ -12,7 +12,7 @@ from typing import Any
 
 from ._report import Table, machine, versions
 
-PARTS = ["floor", "turns", "teams", "streaming", "middleware", "http", "memory"]
+PARTS = ["floor", "turns", "teams", "streaming", "recovery", "middleware", "http", "memory"]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import streaming
 
         tables += streaming.measure(args.quick)
+    if "recovery" in parts:
+        from . import recovery
+
+        tables += recovery.measure(args.quick)
     if "middleware" in parts:
         from . import middleware
 
