@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 from agentsession import _loop
 from agentsession.errors import OwnerMismatch, SessionNotFound, StreamInterrupted
 from agentsession.manager import OWNER_KEY, AsyncSessionManager, new_session_id
-from agentsession.messages import Message
+from agentsession.messages import Image, Message
 from agentsession.stores import Conversation, SessionInfo
 from agentsession.turns import Turn, TurnEvent
 
@@ -185,18 +185,36 @@ class AsyncRequestSession:
         return self.claim.idempotency_key
 
     async def send(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> str:
-        turn = await self.run_turn(text, sender=sender, idempotency_key=idempotency_key)
+        turn = await self.run_turn(
+            text, sender=sender, idempotency_key=idempotency_key, images=images
+        )
         return turn.reply
 
     async def run_turn(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> Turn:
         owner, key = self.current_owner(), self._key(idempotency_key)
         return await self._write(
             lambda session_id, create: self.engine.run_turn(
-                session_id, text, sender=sender, idempotency_key=key, owner=owner, create=create
+                session_id,
+                text,
+                sender=sender,
+                idempotency_key=key,
+                images=images,
+                owner=owner,
+                create=create,
             )
         )
 
@@ -206,6 +224,7 @@ class AsyncRequestSession:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> AsyncIterator[TurnEvent]:
         """The turn's events as they happen (see ``AsyncSessionManager.stream``)."""
@@ -219,6 +238,7 @@ class AsyncRequestSession:
                 text,
                 sender=sender,
                 idempotency_key=key,
+                images=images,
                 owner=owner,
                 create=create,
                 on_disconnect=on_disconnect,
@@ -348,18 +368,30 @@ class RequestSession:
         return self.session_id()
 
     def send(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> str:
         return self._run(
-            lambda: self.async_session.send(text, sender=sender, idempotency_key=idempotency_key)
+            lambda: self.async_session.send(
+                text, sender=sender, idempotency_key=idempotency_key, images=images
+            )
         )
 
     def run_turn(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> Turn:
         return self._run(
             lambda: self.async_session.run_turn(
-                text, sender=sender, idempotency_key=idempotency_key
+                text, sender=sender, idempotency_key=idempotency_key, images=images
             )
         )
 
@@ -369,11 +401,16 @@ class RequestSession:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> Iterator[TurnEvent]:
         self.async_session.current_owner()
         events = self.async_session.stream(
-            text, sender=sender, idempotency_key=idempotency_key, on_disconnect=on_disconnect
+            text,
+            sender=sender,
+            idempotency_key=idempotency_key,
+            images=images,
+            on_disconnect=on_disconnect,
         )
         return _loop.iterate(events)
 

@@ -51,7 +51,7 @@ from .manager import (
     check_session_id,
     new_session_id,
 )
-from .messages import Message, ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
+from .messages import Image, Message, ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
 from .stores import SessionInfo, Store, open_store
 from .turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, Usage
 
@@ -71,6 +71,7 @@ __all__ = [
     "CorruptRecord",
     "FamilyError",
     "IdempotencyKeyReused",
+    "Image",
     "InvalidInput",
     "InvalidSecretKey",
     "LeaseLost",

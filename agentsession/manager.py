@@ -46,7 +46,7 @@ from .errors import (
     SessionNotFound,
 )
 from .families import Driver, driver_for
-from .messages import Message
+from .messages import Image, Message
 from .stores import Conversation, SessionInfo, Store, TurnKey, open_store
 from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, ignore
 
@@ -137,11 +137,16 @@ def check_owner(session_id: str, metadata: Mapping[str, Any], owner: Owner) -> N
         raise OwnerMismatch(session_id)
 
 
-def _digest(text: str, sender: str) -> str:
-    return hashlib.sha256(f"{sender}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+def _digest(text: str, sender: str, images: Sequence[Image] = ()) -> str:
+    digest = hashlib.sha256(f"{sender}\x00{text}".encode("utf-8", "surrogatepass"))
+    for image in images:
+        digest.update(image.data or (image.url or "").encode())
+    return digest.hexdigest()[:32]
 
 
-def _turn_key(key: str | None, text: str, sender: str) -> TurnKey | None:
+def _turn_key(
+    key: str | None, text: str, sender: str, images: Sequence[Image] = ()
+) -> TurnKey | None:
     if key is None:
         return None
     _utf8(key, "an idempotency key")
@@ -150,7 +155,7 @@ def _turn_key(key: str | None, text: str, sender: str) -> TurnKey | None:
             f"an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters; "
             f"this one has {len(key)}"
         )
-    return TurnKey(key, _digest(text, sender))
+    return TurnKey(key, _digest(text, sender, images))
 
 
 def _factory_takes_context(factory: AgentFactory) -> bool:
@@ -194,10 +199,12 @@ class AsyncSessionManager:
         lock_timeout: float = 2.0,
         lease_ttl: float = 6.0,
         max_message_bytes: int = 64 * 1024,
+        max_image_bytes: int = 5 * 1024 * 1024,
         max_messages: int | None = None,
         sender: str = "user",
     ) -> None:
         self.factory = factory
+        self.max_image_bytes = max_image_bytes
         self.store = open_store(store) if isinstance(store, str) else store
         self.lock_timeout = lock_timeout
         self.lease_ttl = lease_ttl
@@ -230,11 +237,14 @@ class AsyncSessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
     ) -> str:
         """Run one user turn and return the reply text (see ``run_turn`` for the options)."""
-        turn = await self._turn(session_id, text, sender, ignore, idempotency_key, owner, create)
+        turn = await self._turn(
+            session_id, text, sender, ignore, idempotency_key, owner, create, images
+        )
         return turn.reply
 
     async def run_turn(
@@ -244,6 +254,7 @@ class AsyncSessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
     ) -> Turn:
@@ -256,7 +267,9 @@ class AsyncSessionManager:
         bound to the first user that writes to it. ``create=False``: ``SessionNotFound``
         instead of creating a conversation that does not exist (a deleted or rotated id).
         """
-        return await self._turn(session_id, text, sender, ignore, idempotency_key, owner, create)
+        return await self._turn(
+            session_id, text, sender, ignore, idempotency_key, owner, create, images
+        )
 
     async def stream(
         self,
@@ -265,6 +278,7 @@ class AsyncSessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
         journal: bool = True,
@@ -301,7 +315,7 @@ class AsyncSessionManager:
             return event
 
         task = asyncio.ensure_future(
-            self._turn(session_id, text, sender, emit, idempotency_key, owner, create)
+            self._turn(session_id, text, sender, emit, idempotency_key, owner, create, images)
         )
         # the sentinel is queued after every event the turn emitted, thread-emitted ones too
         task.add_done_callback(lambda _: queue.put_nowait(None))
@@ -374,6 +388,7 @@ class AsyncSessionManager:
         idempotency_key: str | None = None,
         owner: Owner = ANY_OWNER,
         create: bool = True,
+        images: Sequence[Image] = (),
     ) -> Turn:
         """The one turn mechanism behind ``send``, ``run_turn`` and ``stream``."""
         check_session_id(session_id)
@@ -383,8 +398,14 @@ class AsyncSessionManager:
                 f"the message is {size} bytes; the limit is {self.max_message_bytes} "
                 "(max_message_bytes)"
             )
+        pictures = sum(image.size for image in images)
+        if pictures > self.max_image_bytes:
+            raise MessageTooLarge(
+                f"the message's images are {pictures} bytes; the limit is "
+                f"{self.max_image_bytes} (max_image_bytes)"
+            )
         speaker = sender or self.sender
-        turn_key = _turn_key(idempotency_key, text, speaker)
+        turn_key = _turn_key(idempotency_key, text, speaker, images)
         async with self._local_lock(session_id):
             token, info = await self._begin_turn(session_id)
             released = False
@@ -422,7 +443,7 @@ class AsyncSessionManager:
                 async with Heartbeat(self.store, session_id, token, self.lease_ttl) as heartbeat:
                     if driver is None:
                         driver = await self._build(session_id, metadata, version)
-                    turn = await driver.run_turn(text, speaker, emit)
+                    turn = await driver.run_turn(text, speaker, emit, images=images)
                 if not turn.messages:
                     raise FamilyError(f"the {type(driver).__name__} turn added no messages")
                 if self.max_messages is not None and count + len(turn) > self.max_messages:
@@ -764,17 +785,27 @@ class AsyncSession:
         return f"<AsyncSession {self.id[:6]}…>"
 
     async def send(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> str:
         return await self.manager.send(
-            self.id, text, sender=sender, idempotency_key=idempotency_key
+            self.id, text, sender=sender, idempotency_key=idempotency_key, images=images
         )
 
     async def run_turn(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> Turn:
         return await self.manager.run_turn(
-            self.id, text, sender=sender, idempotency_key=idempotency_key
+            self.id, text, sender=sender, idempotency_key=idempotency_key, images=images
         )
 
     def stream(
@@ -783,6 +814,7 @@ class AsyncSession:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         journal: bool = True,
         on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> AsyncIterator[TurnEvent]:
@@ -791,6 +823,7 @@ class AsyncSession:
             text,
             sender=sender,
             idempotency_key=idempotency_key,
+            images=images,
             journal=journal,
             on_disconnect=on_disconnect,
         )
@@ -847,6 +880,7 @@ class SessionManager:
         lock_timeout: float = 2.0,
         lease_ttl: float = 6.0,
         max_message_bytes: int = 64 * 1024,
+        max_image_bytes: int = 5 * 1024 * 1024,
         max_messages: int | None = None,
         sender: str = "user",
     ) -> None:
@@ -857,6 +891,7 @@ class SessionManager:
             lock_timeout=lock_timeout,
             lease_ttl=lease_ttl,
             max_message_bytes=max_message_bytes,
+            max_image_bytes=max_image_bytes,
             max_messages=max_messages,
             sender=sender,
         )
@@ -878,6 +913,7 @@ class SessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
     ) -> str:
@@ -887,6 +923,7 @@ class SessionManager:
                 text,
                 sender=sender,
                 idempotency_key=idempotency_key,
+                images=images,
                 owner=owner,
                 create=create,
             )
@@ -899,6 +936,7 @@ class SessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
     ) -> Turn:
@@ -908,6 +946,7 @@ class SessionManager:
                 text,
                 sender=sender,
                 idempotency_key=idempotency_key,
+                images=images,
                 owner=owner,
                 create=create,
             )
@@ -920,6 +959,7 @@ class SessionManager:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         owner: Owner = ANY_OWNER,
         create: bool = True,
         journal: bool = True,
@@ -932,6 +972,7 @@ class SessionManager:
             text,
             sender=sender,
             idempotency_key=idempotency_key,
+            images=images,
             owner=owner,
             create=create,
             journal=journal,
@@ -1029,14 +1070,28 @@ class Session:
         return f"<Session {self.id[:6]}…>"
 
     def send(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> str:
-        return self.manager.send(self.id, text, sender=sender, idempotency_key=idempotency_key)
+        return self.manager.send(
+            self.id, text, sender=sender, idempotency_key=idempotency_key, images=images
+        )
 
     def run_turn(
-        self, text: str, *, sender: str | None = None, idempotency_key: str | None = None
+        self,
+        text: str,
+        *,
+        sender: str | None = None,
+        idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
     ) -> Turn:
-        return self.manager.run_turn(self.id, text, sender=sender, idempotency_key=idempotency_key)
+        return self.manager.run_turn(
+            self.id, text, sender=sender, idempotency_key=idempotency_key, images=images
+        )
 
     def stream(
         self,
@@ -1044,6 +1099,7 @@ class Session:
         *,
         sender: str | None = None,
         idempotency_key: str | None = None,
+        images: Sequence[Image] = (),
         journal: bool = True,
         on_disconnect: Literal["finish", "cancel"] = "finish",
     ) -> Iterator[TurnEvent]:
@@ -1052,6 +1108,7 @@ class Session:
             text,
             sender=sender,
             idempotency_key=idempotency_key,
+            images=images,
             journal=journal,
             on_disconnect=on_disconnect,
         )

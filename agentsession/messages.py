@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import binascii
 import json
+import mimetypes
+import os
 import time
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -12,6 +16,10 @@ from .errors import CorruptRecord, UnknownSchemaVersion
 
 SCHEMA_VERSION = 1
 """Version of the stored message record. Bumped (with a migration) whenever its shape changes."""
+IMAGES_SCHEMA_VERSION = 2
+"""The version of a record that carries images: an agentsession that predates images refuses
+it (``UnknownSchemaVersion``) rather than dropping them. Records without images stay v1."""
+_IMAGE_SCHEMES = ("https://", "http://", "data:")
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
@@ -24,6 +32,59 @@ class ToolCall:
     id: str
     name: str
     arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image a message carries: its bytes (kept inline, base64 in the record) or a reference
+    (``url``: https, or a ``data:`` URI). Families that need the bytes (agentchat) refuse a URL
+    they would have to fetch."""
+
+    mime: str = "image/png"
+    data: bytes | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.data is None) == (self.url is None):
+            raise ValueError("an Image has data or a url, not both and not neither")
+        if self.url is not None and not self.url.startswith(_IMAGE_SCHEMES):
+            raise ValueError("an image url is https://, http:// or a data: URI")
+        if not self.mime.startswith("image/"):
+            raise ValueError(f"not an image type: {self.mime!r}")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], mime: str | None = None) -> Image:
+        guessed = mime or mimetypes.guess_type(os.fspath(path))[0] or "image/png"
+        with open(path, "rb") as file:
+            return cls(guessed, data=file.read())
+
+    @property
+    def size(self) -> int:
+        """Bytes kept inline (0 for a reference)."""
+        return 0 if self.data is None else len(self.data)
+
+    @property
+    def base64(self) -> str | None:
+        return None if self.data is None else b64encode(self.data).decode("ascii")
+
+    @property
+    def uri(self) -> str:
+        """A URL for the image: its own, or a ``data:`` URI of its bytes."""
+        return self.url if self.url is not None else f"data:{self.mime};base64,{self.base64}"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.data is not None:
+            return {"mime": self.mime, "data": self.base64}
+        return {"mime": self.mime, "url": self.url}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Image:
+        data = record.get("data")
+        return cls(
+            str(record.get("mime", "image/png")),
+            data=b64decode(data, validate=True) if data is not None else None,
+            url=record.get("url"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +104,12 @@ class Message:
     is_error: bool = False
     created_at: float = field(default_factory=time.time)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    images: tuple[Image, ...] = ()
+    """Images the message carries (a user's picture; where a family reports them)."""
 
     def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"v": SCHEMA_VERSION, "role": self.role, "content": self.content}
+        version = IMAGES_SCHEMA_VERSION if self.images else SCHEMA_VERSION
+        record: dict[str, Any] = {"v": version, "role": self.role, "content": self.content}
         if self.name is not None:
             record["name"] = self.name
         if self.tool_calls:
@@ -59,6 +123,8 @@ class Message:
         record["created_at"] = self.created_at
         if self.metadata:
             record["metadata"] = dict(self.metadata)
+        if self.images:
+            record["images"] = [image.to_dict() for image in self.images]
         return record
 
     @classmethod
@@ -66,12 +132,12 @@ class Message:
         """Build a message from its record, checking it: a damaged record raises
         ``CorruptRecord`` naming ``session_id``, a newer schema ``UnknownSchemaVersion``."""
         version = record.get("v")
-        if version != SCHEMA_VERSION:
-            if isinstance(version, int) and version > SCHEMA_VERSION:
+        if version != SCHEMA_VERSION and version != IMAGES_SCHEMA_VERSION:
+            if isinstance(version, int) and version > IMAGES_SCHEMA_VERSION:
                 raise UnknownSchemaVersion(
                     session_id,
-                    f"message schema v{version} is newer than this agentsession (v{SCHEMA_VERSION}); "
-                    "upgrade agentsession",
+                    f"message schema v{version} is newer than this agentsession "
+                    f"(v{IMAGES_SCHEMA_VERSION}); upgrade agentsession",
                 )
             raise CorruptRecord(session_id, f"message schema version {version!r} is not known")
         try:
@@ -98,10 +164,17 @@ class Message:
             is_error = bool(record.get("is_error", False))
             created_at = float(record.get("created_at", 0.0))
             metadata = dict(record.get("metadata", ()))
-        except (KeyError, TypeError, ValueError) as exc:
+            images = (
+                tuple(Image.from_dict(image) for image in record["images"])
+                if version == IMAGES_SCHEMA_VERSION
+                else ()
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise CorruptRecord(session_id, f"malformed message: {exc}") from exc
         if cls is not Message:  # a subclass may add fields: its own __init__
-            return cls(role, content, name, calls, tool_call_id, is_error, created_at, metadata)
+            return cls(
+                role, content, name, calls, tool_call_id, is_error, created_at, metadata, images
+            )
         # the checked values go straight into the slots (see _setter below)
         message: Message = object.__new__(Message)
         _set_role(message, role)
@@ -112,6 +185,7 @@ class Message:
         _set_is_error(message, is_error)
         _set_created_at(message, created_at)
         _set_metadata(message, metadata)
+        _set_images(message, images)
         return message
 
     def to_json(self) -> str:
@@ -154,6 +228,7 @@ _set_tool_call_id = _setter("tool_call_id")
 _set_is_error = _setter("is_error")
 _set_created_at = _setter("created_at")
 _set_metadata = _setter("metadata")
+_set_images = _setter("images")
 
 
 UNANSWERED_TOOL_RESULT = (

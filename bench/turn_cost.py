@@ -21,6 +21,7 @@ from typing import Any
 import agentsession.manager as engine
 from agentsession import AsyncSessionManager, Message
 from agentsession.families import Driver, driver_for
+from agentsession.messages import Image
 from agentsession.offline import offline_agent_factory
 from agentsession.turns import Emit, Turn, ignore
 
@@ -41,10 +42,17 @@ class TimedDriver(Driver):
         self.inner = inner
         self.agent = inner.agent
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
         start = time.perf_counter()
         try:
-            return await self.inner.run_turn(text, sender, emit)
+            return await self.inner.run_turn(text, sender, emit, images=images)
         finally:
             TimedDriver.spent += time.perf_counter() - start
 

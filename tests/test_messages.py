@@ -8,7 +8,7 @@ import json
 import pytest
 
 from agentsession import CorruptRecord, Message, ToolCall, UnknownSchemaVersion
-from agentsession.messages import SCHEMA_VERSION
+from agentsession.messages import IMAGES_SCHEMA_VERSION, SCHEMA_VERSION, Image
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -49,7 +49,7 @@ def test_bad_records_name_the_session(text: str, error: str) -> None:
 
 def test_a_newer_schema_asks_for_an_upgrade() -> None:
     with pytest.raises(UnknownSchemaVersion, match="upgrade agentsession"):
-        Message.from_json(json.dumps({"v": SCHEMA_VERSION + 1, "role": "user"}), "s")
+        Message.from_json(json.dumps({"v": IMAGES_SCHEMA_VERSION + 1, "role": "user"}), "s")
 
 
 def test_from_dict_sets_every_field_of_a_frozen_message() -> None:
@@ -62,6 +62,7 @@ def test_from_dict_sets_every_field_of_a_frozen_message() -> None:
         is_error=True,
         created_at=12.5,
         metadata={"k": [1]},
+        images=(Image("image/png", data=b"\x89PNG"), Image("image/jpeg", url="https://x/y.jpg")),
     )
     built = Message.from_dict(full.to_dict(), "s")
     for f in dataclasses.fields(Message):
@@ -111,3 +112,19 @@ def test_unanswered_tool_calls_are_closed_where_their_results_belong() -> None:
     assert unanswered_tool_calls(repaired) == []
     assert close_unanswered_tool_calls(repaired) == repaired  # idempotent
     assert close_unanswered_tool_calls(history[:1]) == history[:1]
+
+
+def test_a_message_with_images_is_a_v2_record_and_round_trips() -> None:
+    plain = Message("user", "hi")
+    assert plain.to_dict()["v"] == SCHEMA_VERSION == 1  # records without images are unchanged
+    pictured = Message("user", "what is this?", images=(Image("image/png", data=b"\x00\x01"),))
+    record = pictured.to_dict()
+    assert record["v"] == IMAGES_SCHEMA_VERSION and record["images"] == [
+        {"mime": "image/png", "data": "AAE="}
+    ]
+    assert Message.from_json(pictured.to_json()) == pictured
+    assert pictured.images[0].uri == "data:image/png;base64,AAE="
+    for bad in ({"mime": "image/png", "data": "not base64!"}, {"mime": "text/html", "url": "https://x"},
+                {"mime": "image/png"}, {"mime": "image/png", "url": "file:///etc/passwd"}):  # fmt: skip
+        with pytest.raises(CorruptRecord):
+            Message.from_dict({**record, "images": [bad]}, "s")

@@ -208,3 +208,48 @@ def test_a_streaming_model_client_streams_text_deltas() -> None:
         kinds = [type(e).__name__ for e in events]
         assert kinds[:2] == ["TurnStart", "MessageEvent"]  # the user's message, then the text
         assert kinds[-2:] == ["MessageEvent", "TurnEnd"]
+
+
+# -- images ---------------------------------------------------------------------------------
+
+PNG = bytes.fromhex(  # a 2x2 red PNG, as PIL writes it
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a730000001649444154789c63fc"
+    "cfc0c0c0c0c0c4c0c0c0c0c000000d1d01036ac29be90000000049454e44ae426082"
+)
+
+
+@pytest.mark.parametrize("family", ["legacy", "agentchat"])
+def test_a_turn_carries_images_that_round_trip(family: str, durable_store_url: str) -> None:
+    from agentsession import Image
+
+    if not family_installed(family):
+        pytest.skip(f"the {family} family is not installed")
+    with SessionManager(offline_agent_factory(family), durable_store_url) as manager:
+        session = manager.session()
+        reply = session.send("what is in this picture?", images=[Image("image/png", data=PNG)])
+        assert "I have seen 1 image; the last: image/png" in reply  # the model was shown it
+        stored = session.history()[0]
+        assert stored.content == "what is in this picture?" and len(stored.images) == 1
+        assert stored.images[0].mime == "image/png" and stored.images[0].data
+    with SessionManager(offline_agent_factory(family), durable_store_url) as fresh:
+        again = fresh.send(session.id, "what did I say earlier?")  # rebuilt from the store
+        assert "I have seen 1 image" in again and user_messages_seen(again) == 2
+
+
+def test_image_limits_and_families_without_images() -> None:
+    from agentsession import FamilyError, Image, MessageTooLarge
+
+    with SessionManager(offline_agent_factory(), "memory://", max_image_bytes=10) as manager:
+        session = manager.session()
+        with pytest.raises(MessageTooLarge, match="max_image_bytes"):
+            session.send("big", images=[Image("image/png", data=b"x" * 11)])
+        assert session.history() == []
+    if family_installed("agentchat"):
+        from agentsession.offline import offline_team_factory
+
+        team = SessionManager(offline_team_factory("agentchat"), "memory://")
+        with team, pytest.raises(FamilyError, match="cannot take images"):
+            team.session().send("look", images=[Image("image/png", data=PNG)])
+        agent = SessionManager(offline_agent_factory("agentchat"), "memory://")
+        with agent, pytest.raises(FamilyError, match="bytes, not a link"):
+            agent.session().send("look", images=[Image(url="https://example.com/a.png")])

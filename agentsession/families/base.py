@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from ..errors import UnsupportedVersion
-from ..messages import Message
+from ..errors import FamilyError, UnsupportedVersion
+from ..messages import Image, Message
 from ..turns import Emit, Turn, ignore
 from ._gates import at_least, parse, tested
 
@@ -41,15 +41,23 @@ class Driver(ABC):
     agent: Any
 
     @abstractmethod
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
         """Send one user message and return the ``Turn``: every message the turn added, in
         order (the user message first, then tool calls and results, the final reply last),
         with the stop reason and usage where the family reports them.
 
         ``emit`` is called (from any thread) with a ``MessageEvent`` for each of those
         messages as it is finished, in the same order, and with ``TextDelta``s before a
-        message while it is being written, where the model client streams. A turn that fails
-        raises; the engine then records nothing of it.
+        message while it is being written, where the model client streams. ``images`` go
+        with the user's text; a driver whose family cannot take them calls ``refuse_images``.
+        A turn that fails raises; the engine then records nothing of it.
         """
 
     def parts(self) -> Iterable[object]:
@@ -119,3 +127,11 @@ class Family(ABC):
     @abstractmethod
     def drive(self, agent: Any) -> Driver:
         """A driver for an agent (or team) built by the user's factory."""
+
+
+def refuse_images(images: Sequence[Image], driver: Driver) -> None:
+    """``FamilyError`` if a turn brings images to a driver that cannot pass them on."""
+    if images:
+        raise FamilyError(
+            f"{type(driver).__name__} cannot take images in a turn yet; send the text alone"
+        )

@@ -94,8 +94,24 @@ def compose_reply(
         return OfflineReply(tool_call=ToolCall(id=f"call_{count}", name=name, arguments=arguments))
     if _RECALL.search(latest) and count > 1:
         quoted = "; ".join(repr(text) for text in user_texts[:-1])
-        return OfflineReply(text=f"{_seen(count)} Earlier you said: {quoted}")
-    return OfflineReply(text=f"{_seen(count)} You said: {latest!r}")
+        return OfflineReply(text=f"{_seen(count)} Earlier you said: {quoted}{_pictures(history)}")
+    return OfflineReply(text=f"{_seen(count)} You said: {latest!r}{_pictures(history)}")
+
+
+def _pictures(history: Sequence[Message]) -> str:
+    """What the model says of the images it was shown: none (nothing said), or how many, with
+    the kinds and sizes of the last message's, so a test can tell they arrived whole."""
+    total = sum(len(m.images) for m in history if m.role == "user")
+    if not total:
+        return ""
+    latest = next((m for m in reversed(history) if m.role == "user" and m.images), None)
+    shown = ", ".join(
+        f"{image.mime} {image.size} bytes"
+        if image.data is not None
+        else f"{image.mime} {image.url}"
+        for image in (latest.images if latest else ())
+    )
+    return f" I have seen {total} image{'' if total == 1 else 's'}; the last: {shown}."
 
 
 def _member_reply(

@@ -37,7 +37,7 @@ from . import compose_reply
 # The 4 keys of 0.4 plus structured_output (required from 0.5, warned about when missing) and
 # multiple_system_messages (0.5+). function_calling must be True or tools are refused.
 MODEL_INFO: ModelInfo = {
-    "vision": False,
+    "vision": True,  # takes MultiModalMessage images (agentchat replaces them by "<image>" otherwise)
     "function_calling": True,
     "json_output": False,
     "family": "unknown",

@@ -21,6 +21,7 @@ from typing import Any
 
 from autogen import ConversableAgent, register_function
 
+from ..families.legacy.conversion import _images, _text
 from ..messages import Message, ToolCall
 from . import compose_reply
 
@@ -126,7 +127,12 @@ def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
         )
         names.update((call.id, call.name) for call in calls)
         content = raw.get("content")
-        text = content if isinstance(content, str) or content is None else json.dumps(content)
+        images = _images(content)  # OpenAI content parts: the text, and each image_url
+        text = (
+            content
+            if isinstance(content, str) or content is None
+            else (_text(content) if isinstance(content, list) else json.dumps(content))
+        )
         if role in ("tool", "function"):
             call_id = str(raw.get("tool_call_id", ""))
             name = names.get(call_id) or raw.get("name")
@@ -134,7 +140,7 @@ def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
         elif calls:
             out.append(Message("assistant", text, name=raw.get("name"), tool_calls=calls))
         elif role in ("user", "assistant", "system"):
-            out.append(Message(role, text, name=raw.get("name")))
+            out.append(Message(role, text, name=raw.get("name"), images=images))
     return out
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from ...messages import Message, close_unanswered_tool_calls
+from ...messages import Image, Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, Turn, ignore
 from .._representable import require_representable
-from ..base import Driver
+from ..base import Driver, refuse_images
 from .conversion import to_canonical, to_native, usage_of
 
 if TYPE_CHECKING:
@@ -46,7 +46,15 @@ class Ag2Driver(Driver):
     async def _events(self) -> list[Any]:
         return list(await self.storage.get_history(self.stream.id))
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
+        refuse_images(images, self)
         start = len(await self._events())
         emitted: list[Message] = []
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message, close_unanswered_tool_calls
+from ...messages import Image, Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._gates import AGENTCHAT_PUBLIC_MODEL_CONTEXT, at_least
 from .._representable import require_representable
 from ..base import Driver
-from .conversion import NativeMessage, to_canonical, to_native
+from .conversion import NativeMessage, native_image, to_canonical, to_native
 
 if TYPE_CHECKING:
     from autogen_agentchat.agents import AssistantAgent
@@ -53,9 +53,15 @@ class AgentChatDriver(Driver):
         # (microsoft/autogen#6088)
         return (self.agent, self.model_context)
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
         from autogen_agentchat.base import Response
-        from autogen_agentchat.messages import TextMessage
         from autogen_core import CancellationToken
         from autogen_core.models import AssistantMessage
 
@@ -87,7 +93,7 @@ class AgentChatDriver(Driver):
 
         response: Any = None
         stream = self.agent.on_messages_stream(
-            [TextMessage(content=text, source=sender)], CancellationToken()
+            [_user_message(text, sender, images)], CancellationToken()
         )
         async for item in stream:
             if isinstance(item, Response):
@@ -206,6 +212,18 @@ def _ends_with_assistant_text(native: Sequence[NativeMessage]) -> bool:
         and native[-1].get("type") == "AssistantMessage"
         and isinstance(native[-1].get("content"), str)
     )
+
+
+def _user_message(text: str, sender: str, images: Sequence[Image]) -> Any:
+    """The turn's message: a ``TextMessage``, or a ``MultiModalMessage`` with images."""
+    from autogen_agentchat.messages import MultiModalMessage, TextMessage
+
+    if not images:
+        return TextMessage(content=text, source=sender)
+    from autogen_core import Image as NativeImage
+
+    parts = [NativeImage.from_base64(native_image(image)["data"]) for image in images]
+    return MultiModalMessage(content=[text, *parts], source=sender)
 
 
 def _shape(message: Message) -> tuple[Any, ...]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from base64 import b64decode
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message, ToolCall
+from ...messages import Image, Message, ToolCall
 from .._gates import AGENTCHAT_TOOL_RESULT_NAME, at_least
 
 logger = logging.getLogger("agentsession")
@@ -26,8 +27,14 @@ def to_canonical(native: Iterable[NativeMessage]) -> list[Message]:
     for item in native:
         kind = item.get("type")
         if kind == "UserMessage":
+            content = item.get("content")
             messages.append(
-                Message(role="user", content=_text(item.get("content")), name=item.get("source"))
+                Message(
+                    role="user",
+                    content=_text(content),
+                    name=item.get("source"),
+                    images=_images(content),
+                )
             )
         elif kind == "AssistantMessage":
             content = item.get("content")
@@ -101,12 +108,11 @@ def to_native(
             else:
                 native.append({"type": "FunctionExecutionResultMessage", "content": [result]})
         elif message.role == "user":
+            content: str | list[Any] = message.content or ""
+            if message.images:  # a MultiModalMessage's parts: the text, then each image
+                content = [message.content or "", *(native_image(i) for i in message.images)]
             native.append(
-                {
-                    "type": "UserMessage",
-                    "content": message.content or "",
-                    "source": message.name or "user",
-                }
+                {"type": "UserMessage", "content": content, "source": message.name or "user"}
             )
         elif message.role == "system":
             native.append({"type": "SystemMessage", "content": message.content or ""})
@@ -137,11 +143,36 @@ def _native_assistant(
 
 
 def _text(content: object) -> str:
-    """A message's text; the parts of a multimodal message are joined, images named."""
+    """A message's text; the text parts of a multimodal message joined (images go apart)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        if any(not isinstance(part, str) for part in content):
-            logger.warning("an image in a multimodal message is stored as the text '[image]'")
-        return "\n".join(part if isinstance(part, str) else "[image]" for part in content)
+        return "\n".join(part for part in content if isinstance(part, str))
     return "" if content is None else str(content)
+
+
+def _images(content: object) -> tuple[Image, ...]:
+    """The images of a multimodal message (autogen_core ``Image``, dumped as ``{"data": …}``)."""
+    if not isinstance(content, list):
+        return ()
+    found = []
+    for part in content:
+        data = part.get("data") if isinstance(part, Mapping) else None
+        if isinstance(data, str):
+            found.append(Image("image/png", data=b64decode(data)))
+        elif not isinstance(part, str):
+            logger.warning("a part of a multimodal message that is not text or an image is dropped")
+    return tuple(found)
+
+
+def native_image(image: Image) -> dict[str, str]:
+    """An image as autogen_core's ``Image`` dumps it: its bytes, base64 (it needs the bytes)."""
+    data = image.base64
+    if data is None and image.uri.startswith("data:"):
+        data = image.uri.partition(",")[2]
+    if data is None:
+        raise FamilyError(
+            "autogen_agentchat takes an image's bytes, not a link: fetch it and send "
+            "Image(mime, data=...) instead of Image(url=...)"
+        )
+    return {"data": data}

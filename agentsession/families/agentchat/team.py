@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import Version
 
 from ...errors import FamilyError, TeamMismatch, UnsupportedAgent
-from ...messages import Message, ToolCall
+from ...messages import Image, Message, ToolCall
 from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._gates import AGENTCHAT_TEAM_STATE_REKEYED, at_least
 from .._team import check_speakers, latest_record, renamed, team_record, with_record
-from ..base import Driver
+from ..base import Driver, refuse_images
 from .agent import AgentChatDriver, _message_list
 from .conversion import to_native
 
@@ -99,7 +99,15 @@ class AgentChatTeamDriver(Driver):
         if condition is not None:
             yield condition
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
+        refuse_images(images, self)
         from autogen_agentchat.base import TaskResult
         from autogen_agentchat.messages import TextMessage
 

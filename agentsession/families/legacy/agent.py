@@ -9,12 +9,12 @@ from typing import Any
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message, close_unanswered_tool_calls
+from ...messages import Image, Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, Turn, ignore
 from .._representable import require_representable
 from ..base import Driver
 from ._quirks import _quiet
-from .conversion import _calls_tools, _mirrored, to_canonical, to_native
+from .conversion import _calls_tools, _mirrored, content_parts, to_canonical, to_native
 
 MAX_TOOL_ROUNDS = 10
 
@@ -30,12 +30,21 @@ class LegacyDriver(Driver):
     def parts(self) -> tuple[Any, ...]:
         return (self.agent, self.user)
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
         # the legacy API is synchronous: the whole turn runs in one worker thread
-        messages = await asyncio.to_thread(self._run_turn, text, sender, emit)
+        messages = await asyncio.to_thread(self._run_turn, text, sender, emit, images)
         return Turn(tuple(messages))
 
-    def _run_turn(self, text: str, sender: str, emit: Emit) -> list[Message]:
+    def _run_turn(
+        self, text: str, sender: str, emit: Emit, images: Sequence[Image] = ()
+    ) -> list[Message]:
         assistant, user = self.agent, self.user
         start = len(assistant.chat_messages[user])
         emitted: list[Message] = []
@@ -54,7 +63,10 @@ class LegacyDriver(Driver):
             # a "name" in the message dict is kept by every version; without it AutoGen
             # would name the message after the user proxy
             user.send(
-                {"content": text, "name": sender}, assistant, request_reply=False, silent=True
+                {"content": content_parts(text, images) if images else text, "name": sender},
+                assistant,
+                request_reply=False,
+                silent=True,
             )
             report()
             for rounds in range(MAX_TOOL_ROUNDS + 1):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from base64 import b64decode
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import FamilyError
-from ...messages import Message, ToolCall
+from ...messages import Image, Message, ToolCall
 
 logger = logging.getLogger("agentsession")
 
@@ -23,11 +24,40 @@ def _calls_tools(reply: Any) -> bool:
 def _text(content: Any) -> str | None:
     if content is None or isinstance(content, str):
         return content
-    if isinstance(content, list):  # multimodal parts: keep the text
-        if any(isinstance(p, Mapping) and p.get("type") != "text" for p in content):
-            logger.warning("a non-text part of a multimodal message is not stored")
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    if isinstance(content, list):  # OpenAI content parts: the text ones (images go apart)
+        return "".join(
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, Mapping) and p.get("type") == "text"
+        )
     return str(content)
+
+
+def _images(content: Any) -> tuple[Image, ...]:
+    """The ``image_url`` parts of OpenAI-style content: a link, or a ``data:`` URI's bytes."""
+    if not isinstance(content, list):
+        return ()
+    found = []
+    for part in content:
+        if not isinstance(part, Mapping) or part.get("type") == "text":
+            continue
+        url = (part.get("image_url") or {}).get("url") if part.get("type") == "image_url" else None
+        if not isinstance(url, str):
+            logger.warning("a part of a multimodal message that is not text or an image is dropped")
+        elif url.startswith("data:"):
+            header, _, data = url.partition(",")
+            mime = header[len("data:") :].split(";")[0] or "image/png"
+            found.append(Image(mime, data=b64decode(data)))
+        else:
+            found.append(Image(url=url))
+    return tuple(found)
+
+
+def content_parts(text: str | None, images: Sequence[Image]) -> list[dict[str, Any]]:
+    """A user message's text and images as OpenAI-style content parts."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text or ""}]
+    parts += [{"type": "image_url", "image_url": {"url": image.uri}} for image in images]
+    return parts
 
 
 def to_canonical(
@@ -72,7 +102,8 @@ def to_canonical(
             )
         elif role in ("user", "assistant", "system"):
             default = user_name if role == "user" else assistant_name
-            out.append(Message(role, content, name=raw.get("name") or default))
+            images = _images(raw.get("content"))
+            out.append(Message(role, content, name=raw.get("name") or default, images=images))
         else:
             raise FamilyError(f"the agent's history holds a message of unknown role {role!r}")
     return out
@@ -125,8 +156,11 @@ def to_native(
             native.append(entry)
         else:
             default = user_name if message.role == "user" else assistant_name
+            content: Any = message.content
+            if message.images:
+                content = content_parts(message.content, message.images)
             native.append(
-                {"content": message.content, "role": message.role, "name": message.name or default}
+                {"content": content, "role": message.role, "name": message.name or default}
             )
     return native
 

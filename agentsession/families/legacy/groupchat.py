@@ -19,10 +19,10 @@ from typing import Any
 from packaging.version import Version
 
 from ...errors import FamilyError
-from ...messages import Message, Role, ToolCall
+from ...messages import Image, Message, Role, ToolCall
 from ...turns import Emit, MessageEvent, Turn, ignore
 from .._team import check_speakers, renamed, team_record, with_record
-from ..base import Driver
+from ..base import Driver, refuse_images
 from ._quirks import _quiet
 from .conversion import FUNCTION_CALL_ID, _text
 
@@ -65,7 +65,15 @@ class LegacyGroupChatDriver(Driver):
     def names(self) -> list[str]:
         return [agent.name for agent in self.groupchat.agents]
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
+        refuse_images(images, self)
         # the legacy API is synchronous: the whole group chat turn runs in one worker thread
         messages, stop_reason = await asyncio.to_thread(self._run_turn, text, sender, emit)
         record = team_record("GroupChat", {"last_speaker": messages[-1].name})

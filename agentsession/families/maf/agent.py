@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import Version
 
 from ...errors import FamilyError, UnsupportedAgent
-from ...messages import Message, close_unanswered_tool_calls
+from ...messages import Image, Message, close_unanswered_tool_calls
 from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._representable import require_representable
-from ..base import Driver
+from ..base import Driver, refuse_images
 from .conversion import to_canonical, to_native
 
 if TYPE_CHECKING:
@@ -51,7 +51,15 @@ class MafDriver(Driver):
         messages: list[Any] = state.setdefault("messages", [])
         return messages
 
-    async def run_turn(self, text: str, sender: str = "user", emit: Emit = ignore) -> Turn:
+    async def run_turn(
+        self,
+        text: str,
+        sender: str = "user",
+        emit: Emit = ignore,
+        *,
+        images: Sequence[Image] = (),
+    ) -> Turn:
+        refuse_images(images, self)
         from agent_framework import Message as NativeMessage
 
         start = len(self._messages)
