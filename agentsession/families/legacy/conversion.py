@@ -116,44 +116,10 @@ def to_native(
     become one ``role: "tool"`` message with ``tool_responses``, as AutoGen writes them."""
     native: list[dict[str, Any]] = []
     for message in messages:
-        if message.role == "tool" and message.tool_call_id == FUNCTION_CALL_ID:
-            native.append({"content": message.content, "role": "function", "name": message.name})
-        elif message.role == "tool":
-            response = {
-                "tool_call_id": message.tool_call_id,
-                "role": "tool",
-                "content": message.content,
-            }
-            last = native[-1] if native else None
-            if last is not None and last.get("role") == "tool" and "tool_responses" in last:
-                last["tool_responses"].append(response)
-                # AutoGen joins the results' text the same way
-                last["content"] = "\n\n".join(str(r["content"]) for r in last["tool_responses"])
-            else:
-                native.append(
-                    {
-                        "content": message.content,
-                        "tool_responses": [response],
-                        "role": "tool",
-                        "name": user_name,
-                    }
-                )
+        if message.role == "tool":
+            add_tool_result(native, message, user_name)
         elif message.tool_calls:
-            entry: dict[str, Any] = {"content": message.content, "role": "assistant"}
-            calls = [c for c in message.tool_calls if c.id != FUNCTION_CALL_ID]
-            if calls:
-                entry["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments},
-                    }
-                    for c in calls
-                ]
-            for c in message.tool_calls:
-                if c.id == FUNCTION_CALL_ID:
-                    entry["function_call"] = {"name": c.name, "arguments": c.arguments}
-            native.append(entry)
+            native.append(native_tool_calls(message))
         else:
             default = user_name if message.role == "user" else assistant_name
             content: Any = message.content
@@ -163,6 +129,46 @@ def to_native(
                 {"content": content, "role": message.role, "name": message.name or default}
             )
     return native
+
+
+def add_tool_result(native: list[dict[str, Any]], message: Message, executor: str) -> None:
+    """Append a canonical tool result as AutoGen keeps it: into the ``tool_responses`` of the
+    ``role: "tool"`` message just before (the results of one call message travel together),
+    or as a new one from ``executor``; the old ``function_call`` form as a ``function`` reply."""
+    if message.tool_call_id == FUNCTION_CALL_ID:
+        native.append({"content": message.content, "role": "function", "name": message.name})
+        return
+    response = {"tool_call_id": message.tool_call_id, "role": "tool", "content": message.content}
+    last = native[-1] if native else None
+    if last is not None and last.get("role") == "tool" and "tool_responses" in last:
+        last["tool_responses"].append(response)
+        # AutoGen joins the results' text the same way
+        last["content"] = "\n\n".join(str(r["content"]) for r in last["tool_responses"])
+    else:
+        native.append(
+            {
+                "content": message.content,
+                "tool_responses": [response],
+                "role": "tool",
+                "name": executor,
+            }
+        )
+
+
+def native_tool_calls(message: Message) -> dict[str, Any]:
+    """An assistant message's tool calls as AutoGen keeps them (``tool_calls``, and the old
+    ``function_call`` form)."""
+    entry: dict[str, Any] = {"content": message.content, "role": "assistant"}
+    calls = [c for c in message.tool_calls if c.id != FUNCTION_CALL_ID]
+    if calls:
+        entry["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    for c in message.tool_calls:
+        if c.id == FUNCTION_CALL_ID:
+            entry["function_call"] = {"name": c.name, "arguments": c.arguments}
+    return entry
 
 
 def _mirrored(message: Mapping[str, Any]) -> dict[str, Any]:

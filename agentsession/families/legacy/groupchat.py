@@ -24,7 +24,7 @@ from ...turns import Emit, MessageEvent, Turn, ignore
 from .._team import check_speakers, renamed, team_record, with_record
 from ..base import Driver, refuse_images
 from ._quirks import _quiet
-from .conversion import FUNCTION_CALL_ID, _text
+from .conversion import FUNCTION_CALL_ID, _text, add_tool_result, native_tool_calls
 
 logger = logging.getLogger("agentsession")
 
@@ -214,50 +214,13 @@ class LegacyGroupChatDriver(Driver):
         """Canonical messages to ``GroupChat.messages`` dicts (the manager's view)."""
         group: list[dict[str, Any]] = []
         for message in log:
-            if message.role == "tool" and message.tool_call_id == FUNCTION_CALL_ID:
-                group.append({"content": message.content, "role": "function", "name": message.name})
-            elif message.role == "tool":
-                response = {
-                    "tool_call_id": message.tool_call_id,
-                    "role": "tool",
-                    "content": message.content,
-                }
-                last = group[-1] if group else None
-                if last is not None and last.get("role") == "tool" and "tool_responses" in last:
-                    last["tool_responses"].append(response)
-                    last["content"] = "\n\n".join(str(r["content"]) for r in last["tool_responses"])
-                else:
-                    executor = self._executor(message.name)
-                    group.append(
-                        {
-                            "content": message.content,
-                            "tool_responses": [response],
-                            "role": "tool",
-                            "name": executor,
-                        }
-                    )
+            if message.role == "tool":
+                add_tool_result(group, message, self._executor(message.name))
             elif message.tool_calls:
-                entry: dict[str, Any] = {
-                    "content": message.content,
-                    "role": "assistant",
-                    "name": message.name,
-                }
-                calls = [c for c in message.tool_calls if c.id != FUNCTION_CALL_ID]
-                if calls:
-                    entry["tool_calls"] = [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in calls
-                    ]
-                for c in message.tool_calls:
-                    if c.id == FUNCTION_CALL_ID:
-                        entry["function_call"] = {"name": c.name, "arguments": c.arguments}
-                    else:
-                        self._call_names[c.id] = c.name
-                group.append(entry)
+                group.append({**native_tool_calls(message), "name": message.name})
+                self._call_names.update(
+                    (c.id, c.name) for c in message.tool_calls if c.id != FUNCTION_CALL_ID
+                )
             elif message.role in ("user", "assistant"):
                 group.append(
                     {"content": message.content, "role": "user", "name": message.name or "user"}
