@@ -22,6 +22,7 @@ WSGI = [("flask_app", "app")]  # Django configures its settings once per process
 def load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, family: str) -> ModuleType:
     monkeypatch.setenv("AGENTSESSION_STORE", f"sqlite:///{tmp_path / 'example.db'}")
     monkeypatch.setenv("AGENTSESSION_FAMILY", family)
+    monkeypatch.setenv("SECRET_KEY", "e" * 64)  # the examples refuse to start without one
     spec = importlib.util.spec_from_file_location(
         f"example_{name}_{family}", EXAMPLES / f"{name}.py"
     )

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import family_installed
 
 from agentsession import (
     AsyncSessionManager,
@@ -24,6 +25,8 @@ from agentsession import (
     SharedAgent,
 )
 from agentsession.offline import offline_agent_factory, user_messages_seen
+
+TEAM_FAMILIES = ["legacy", "agentchat"]  # the families with teams
 
 
 class Counting:
@@ -262,7 +265,10 @@ def test_a_killed_workers_conversation_is_free_within_its_lease(durable_store_ur
             worker.kill()
 
 
+@pytest.mark.parametrize("family", TEAM_FAMILIES)
 def test_a_team_or_member_shared_by_two_conversations_is_refused(family: str) -> None:
+    if not family_installed(family):
+        pytest.skip(f"the {family} family is not installed")
     from agentsession.offline import offline_team_factory
 
     shared = offline_team_factory(family)()
@@ -287,7 +293,10 @@ def test_a_team_or_member_shared_by_two_conversations_is_refused(family: str) ->
             manager.session().send("second")
 
 
+@pytest.mark.parametrize("family", TEAM_FAMILIES)
 def test_a_team_turn_past_max_messages_is_not_recorded(family: str) -> None:
+    if not family_installed(family):
+        pytest.skip(f"the {family} family is not installed")
     from agentsession import ConversationFull
     from agentsession.offline import offline_team_factory
 

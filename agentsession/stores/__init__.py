@@ -55,7 +55,7 @@ def store_class(url: str) -> type[Store]:
     if target is None:
         known = ", ".join(sorted(f"{s}://" for s in _REGISTRY))
         raise ConfigurationError(
-            f"no store for URL scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
+            f"no store for URL scheme {scheme!r} in {redact_url(url)}; known: {known}"
         )
     module_name, _, class_name = target.partition(":")
     try:

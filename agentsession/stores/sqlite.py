@@ -183,16 +183,7 @@ class SQLiteStore(Store):
             )
             if not self._schema_ready and not self.create_schema:
                 self._check_schema(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'OFF' if lease else self.synchronous}")
-            if not self._schema_ready:
-                if self.create_schema:
-                    conn.executescript(_SCHEMA)
-                    conn.execute(
-                        "INSERT OR IGNORE INTO agentsession_schema (name, version) VALUES ('store', ?)",
-                        (SQLITE_SCHEMA_VERSION,),
-                    )
-                self._schema_ready = True
+            self._prepare(conn, lease, nowait)
         except StoreNotFound:
             if conn is not None:
                 conn.close()
@@ -213,6 +204,34 @@ class SQLiteStore(Store):
         with self._connections_lock:
             self._connections.append(conn)
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection, lease: bool, nowait: bool) -> None:
+        """WAL mode, the connection's sync level and (once) the schema. Two processes opening a
+        new database at once can find it locked while the other switches it to WAL, a moment
+        SQLite's busy handler does not cover: off the loop, that is retried until busy_timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={'OFF' if lease else self.synchronous}")
+                if not self._schema_ready:
+                    if self.create_schema:
+                        conn.executescript(_SCHEMA)
+                        conn.execute(
+                            "INSERT OR IGNORE INTO agentsession_schema (name, version)"
+                            " VALUES ('store', ?)",
+                            (SQLITE_SCHEMA_VERSION,),
+                        )
+                    self._schema_ready = True
+                return
+            except sqlite3.OperationalError as exc:
+                if nowait or not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                if conn.in_transaction:
+                    conn.rollback()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         tables = conn.execute(

@@ -24,7 +24,7 @@ from agentsession.stores.base import redact_url
         ("redis://127.0.0.1:65536/0", "the port '65536' in redis://127.0.0.1:65536/0"),
         ("redis://127.0.0.1/db1", "the Redis database in redis://127.0.0.1/db1 is 'db1'"),
         ("redis://127.0.0.1/-1", "is '-1'"),
-        ("rediss://:s3cret@127.0.0.1:x/0", "the port 'x' in rediss://:***@127.0.0.1:x/0"),
+        ("rediss://:s3cret@127.0.0.1:x/0", "the port 'x' in rediss://***/0"),
         ("postgresql://u:pw@db.example:5432x/app", "the port '5432x'"),
         ("mysql://root@127.0.0.1:3306/test?ttl=abc", "?ttl=abc in mysql://root@127.0.0.1"),
         ("postgresql://u@h/db?ttl=0", "?ttl=0"),
@@ -54,7 +54,7 @@ def test_urls_that_work_still_parse() -> None:
 def test_redact_url() -> None:
     assert (
         redact_url("postgresql://u:p%40ss@h:5432/db?sslmode=require")
-        == "postgresql://u:***@h:5432/db"
+        == "postgresql://u:***@h:5432/db?sslmode=require"  # options that are no secret stay
     )
     assert redact_url("sqlite:////abs/agentsession.db") == "sqlite:////abs/agentsession.db"
 
