@@ -8,9 +8,10 @@ import mimetypes
 import os
 import time
 from base64 import b64decode, b64encode
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
+
+import msgspec
 
 from .errors import CorruptRecord, UnknownSchemaVersion
 
@@ -25,8 +26,35 @@ Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
+class _NoMetadata(Mapping[str, Any]):
+    """The metadata of a message that has none: an empty mapping shared by every such message.
+
+    A shared immutable default instead of a ``dict`` per message: reading a long conversation
+    would otherwise call a default factory for almost every record.
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+NO_METADATA: Mapping[str, Any] = _NoMetadata()
+
+
+class ToolCall(msgspec.Struct, frozen=True, gc=False):
     """A request by the model to call a tool. ``arguments`` is the JSON text the model produced."""
 
     id: str
@@ -34,8 +62,7 @@ class ToolCall:
     arguments: str = "{}"
 
 
-@dataclass(frozen=True, slots=True)
-class Image:
+class Image(msgspec.Struct, frozen=True, gc=False):
     """An image a message carries: its bytes (kept inline, base64 in the record) or a reference
     (``url``: https, or a ``data:`` URI). Families that need the bytes (agentchat) refuse a URL
     they would have to fetch."""
@@ -87,9 +114,9 @@ class Image:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message of a conversation.
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """One message of a conversation: an immutable msgspec ``Struct`` (copy one with changes
+    with ``msgspec.structs.replace(message, content=...)``).
 
     A tool result is a ``role="tool"`` message carrying ``tool_call_id`` (and the tool's
     ``name``); an assistant message that calls tools carries ``tool_calls`` and usually no
@@ -102,8 +129,8 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     is_error: bool = False
-    created_at: float = field(default_factory=time.time)
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    created_at: float = msgspec.field(default_factory=time.time)
+    metadata: Mapping[str, Any] = NO_METADATA
     images: tuple[Image, ...] = ()
     """Images the message carries (a user's picture; where a family reports them)."""
 
@@ -163,7 +190,7 @@ class Message:
             tool_call_id = record.get("tool_call_id")
             is_error = bool(record.get("is_error", False))
             created_at = float(record.get("created_at", 0.0))
-            metadata = dict(record.get("metadata", ()))
+            metadata = dict(record["metadata"]) if "metadata" in record else NO_METADATA
             images = (
                 tuple(Image.from_dict(image) for image in record["images"])
                 if version == IMAGES_SCHEMA_VERSION
@@ -171,22 +198,7 @@ class Message:
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise CorruptRecord(session_id, f"malformed message: {exc}") from exc
-        if cls is not Message:  # a subclass may add fields: its own __init__
-            return cls(
-                role, content, name, calls, tool_call_id, is_error, created_at, metadata, images
-            )
-        # the checked values go straight into the slots (see _setter below)
-        message: Message = object.__new__(Message)
-        _set_role(message, role)
-        _set_content(message, content)
-        _set_name(message, name)
-        _set_tool_calls(message, calls)
-        _set_tool_call_id(message, tool_call_id)
-        _set_is_error(message, is_error)
-        _set_created_at(message, created_at)
-        _set_metadata(message, metadata)
-        _set_images(message, images)
-        return message
+        return cls(role, content, name, calls, tool_call_id, is_error, created_at, metadata, images)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -210,25 +222,28 @@ def assistant(text: str, name: str = "assistant") -> Message:
     return Message(role="assistant", content=text, name=name)
 
 
-# Reading a long conversation builds thousands of messages, and the generated ``__init__`` of
-# a frozen dataclass (keyword arguments, defaults, an ``object.__setattr__`` per field) was
-# most of ``from_dict``'s time. ``from_dict`` fills the slots through their own descriptors
-# instead, with the values it has checked; tests/test_messages.py checks that it sets every
-# field.
-def _setter(name: str) -> Callable[[Message, Any], None]:
-    setter: Callable[[Message, Any], None] = Message.__dict__[name].__set__
-    return setter
+class _Schema(msgspec.Struct):
+    v: Literal[1, 2]  # SCHEMA_VERSION, IMAGES_SCHEMA_VERSION
 
 
-_set_role = _setter("role")
-_set_content = _setter("content")
-_set_name = _setter("name")
-_set_tool_calls = _setter("tool_calls")
-_set_tool_call_id = _setter("tool_call_id")
-_set_is_error = _setter("is_error")
-_set_created_at = _setter("created_at")
-_set_metadata = _setter("metadata")
-_set_images = _setter("images")
+_SCHEMAS = msgspec.json.Decoder(list[_Schema])
+_MESSAGES = msgspec.json.Decoder(list[Message])
+
+
+def decode_records(records: str | bytes, count: int) -> list[Message] | None:
+    """The messages of ``records``, a JSON array of ``count`` message records, or ``None`` if
+    any record is not a well-formed record of a known schema version.
+
+    msgspec checks every field against ``Message``'s types in C, which is what makes a cold
+    read of a long conversation cheap; on ``None`` the caller decodes the records one by one
+    with ``Message.from_dict``, so the error it raises names what is wrong, and where.
+    """
+    try:
+        if len(_SCHEMAS.decode(records)) != count:
+            return None
+        return _MESSAGES.decode(records)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
 
 
 UNANSWERED_TOOL_RESULT = (

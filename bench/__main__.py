@@ -12,7 +12,7 @@ from typing import Any
 
 from ._report import Table, machine, versions
 
-PARTS = ["floor", "turns", "teams", "streaming", "recovery", "middleware", "http", "memory"]
+PARTS = ["floor", "reads", "turns", "teams", "streaming", "recovery", "middleware", "http", "memory"]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     floor_table, floors = floor.measure(args.quick)
     if "floor" in parts:
         tables.append(floor_table)
+    if "reads" in parts:
+        from . import reads
+
+        tables += reads.measure(args.quick)
     if "turns" in parts:
         from . import turn_cost
 

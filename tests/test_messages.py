@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
+import msgspec
 import pytest
 
 from agentsession import CorruptRecord, Message, ToolCall, UnknownSchemaVersion
-from agentsession.messages import IMAGES_SCHEMA_VERSION, SCHEMA_VERSION, Image
+from agentsession.messages import IMAGES_SCHEMA_VERSION, SCHEMA_VERSION, Image, decode_records
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -64,19 +64,51 @@ def test_from_dict_sets_every_field_of_a_frozen_message() -> None:
         metadata={"k": [1]},
         images=(Image("image/png", data=b"\x89PNG"), Image("image/jpeg", url="https://x/y.jpg")),
     )
-    built = Message.from_dict(full.to_dict(), "s")
-    for f in dataclasses.fields(Message):
-        assert getattr(built, f.name) == getattr(full, f.name), f.name
-        assert getattr(built, f.name) != getattr(Message("user", None), f.name), f.name
-    assert type(built) is Message and built == full
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        built.content = "changed"  # type: ignore[misc]
-    assert built.metadata is not full.metadata  # its own copy
+    record = full.to_json()
+    (fast,) = decode_records(f"[{record}]", 1) or ()
+    for built in (Message.from_dict(full.to_dict(), "s"), fast):
+        for f in msgspec.structs.fields(Message):
+            assert getattr(built, f.name) == getattr(full, f.name), f.name
+            assert getattr(built, f.name) != getattr(Message("user", None), f.name), f.name
+        assert type(built) is Message and built == full
+        with pytest.raises(AttributeError):
+            built.content = "changed"  # type: ignore[misc]
+        assert built.metadata is not full.metadata  # its own copy
+
+
+def test_the_batch_decoder_and_the_record_decoder_agree() -> None:
+    """A conversation's records decode in one strict pass (decode_records) or, when that
+    refuses them, one by one (Message.from_dict): both give the same messages, and the batch
+    decoder refuses exactly what the record decoder would call corrupt or too new."""
+    messages = [
+        Message("user", "hi", name="u", created_at=1.0),
+        Message("assistant", None, tool_calls=(ToolCall("c", "f"),), created_at=2),
+        Message("tool", "4", name="f", tool_call_id="c", is_error=True, metadata={"k": 1}),
+        Message("user", "look", images=(Image("image/png", data=b"\x89PNG"),)),
+    ]
+    texts = [m.to_json() for m in messages]
+    assert decode_records("[" + ",".join(texts) + "]", len(texts)) == messages
+    assert [Message.from_json(t) for t in texts] == messages
+    damaged = [
+        '{"v":1,"role":"robot","content":"x"}',
+        '{"v":1,"role":"user","content":3}',
+        '{"v":3,"role":"user","content":"x"}',
+        '{"role":"user","content":"x"}',
+        '{"v":2,"role":"user","content":"x","images":[{"mime":"image/png","data":"!!"}]}',
+        '{"v":2,"role":"user","content":"x","images":[{"mime":"text/plain","url":"https://x"}]}',
+        '{"v":1,"role":"user","content":"x","tool_calls":[{"name":"f"}]}',
+        '{"enc":"sealed"}',
+        "[]",
+    ]
+    for text in damaged:
+        assert decode_records(f"[{texts[0]},{text}]", 2) is None, text
+        with pytest.raises((CorruptRecord, UnknownSchemaVersion)):
+            Message.from_json(text, "s")
+    assert decode_records(f"[{texts[0]},{texts[1]}]", 3) is None  # a record holding two values
 
 
 def test_from_dict_of_a_subclass_builds_the_subclass() -> None:
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Tagged(Message):
+    class Tagged(Message, frozen=True):
         tag: str = "default"
 
     built = Tagged.from_dict({"v": SCHEMA_VERSION, "role": "user", "content": "x"})

@@ -9,11 +9,12 @@ whole team state.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import msgspec
 
 from ..errors import TeamMismatch
 from ..messages import Message
@@ -36,7 +37,7 @@ def with_record(messages: Sequence[Message], record: Mapping[str, Any]) -> tuple
     if not messages:
         return tuple(messages)
     last = messages[-1]
-    tagged = dataclasses.replace(last, metadata={**last.metadata, TEAM_KEY: dict(record)})
+    tagged = msgspec.structs.replace(last, metadata={**last.metadata, TEAM_KEY: dict(record)})
     return (*messages[:-1], tagged)
 
 
@@ -80,7 +81,7 @@ def renamed(team: Any, messages: Sequence[Message]) -> list[Message]:
     if not mapping:
         return list(messages)
     return [
-        dataclasses.replace(m, name=mapping[m.name])
+        msgspec.structs.replace(m, name=mapping[m.name])
         if m.name is not None and m.name in mapping and m.role != "tool"
         else m
         for m in messages

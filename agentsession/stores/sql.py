@@ -244,6 +244,7 @@ class SQLStore(Store):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._hot = _HotPath(self)
+        self._messages_table = self.engine.dialect.identifier_preparer.format_table(self.messages)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
@@ -411,17 +412,17 @@ class SQLStore(Store):
             head = self._head(conn, session_id)
             if head is None:
                 return None
-            return head, conn.execute(self._hot.bodies, {"sid": session_id}).all()
+            return head, self._bodies(conn, session_id)
 
         found = await self._run(read, snapshot=True)
         if found is None:
             return None
-        head, rows = found
+        head, bodies = found
         info = self._info(head)
         return Conversation(
             session_id=session_id,
             version=info.version,
-            messages=self.codec.load_messages([body for (body,) in rows], session_id),
+            messages=self.codec.load_messages(bodies, session_id),
             metadata=dict(info.metadata),
             created_at=info.created_at,
             updated_at=info.updated_at,
@@ -436,19 +437,14 @@ class SQLStore(Store):
                 return None
             total = int(head.message_count)
             first, end = page_bounds(start, stop, total)
-            m = self.messages.c
-            rows = conn.execute(
-                sa.select(m.body)
-                .where(m.session_id == session_id, m.seq >= first, m.seq < end)
-                .order_by(m.seq)
-            ).all()
+            rows = self._bodies(conn, session_id, first, end)
             return int(head.version), total, first, rows
 
         found = await self._run(read, snapshot=True)
         if found is None:
             return None
         version, total, first, rows = found
-        messages = self.codec.load_messages([body for (body,) in rows], session_id)
+        messages = self.codec.load_messages(rows, session_id)
         return MessagePage(messages, first, total, version)
 
     async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
@@ -623,7 +619,7 @@ class SQLStore(Store):
         def read(conn: Connection) -> tuple[str, Sequence[Any]] | None:
             if self._head(conn, session_id) is None:
                 return None
-            k, m = self.turn_keys.c, self.messages.c
+            k = self.turn_keys.c
             row = conn.execute(
                 sa.select(k.first_seq, k.message_count, k.digest).where(
                     k.session_id == session_id,
@@ -634,18 +630,36 @@ class SQLStore(Store):
             if row is None:
                 return None
             first, count, digest = int(row[0]), int(row[1]), str(row[2])
-            bodies = conn.execute(
-                sa.select(m.body)
-                .where(m.session_id == session_id, m.seq >= first, m.seq < first + count)
-                .order_by(m.seq)
-            ).all()
-            return digest, bodies
+            return digest, self._bodies(conn, session_id, first, first + count)
 
         found = await self._run(read, snapshot=True)
         if found is None:
             return None
-        digest, rows = found
-        return StoredTurn(self.codec.load_messages([b for (b,) in rows], session_id), digest)
+        digest, bodies = found
+        return StoredTurn(self.codec.load_messages(bodies, session_id), digest)
+
+    def _bodies(
+        self, conn: Connection, session_id: str, first: int = 0, end: int | None = None
+    ) -> list[str]:
+        """The message records ``first`` to ``end`` in order, read through the driver's cursor
+        inside ``conn``'s transaction: building a SQLAlchemy ``Row`` per record cost more than
+        decoding the records."""
+        table = self._messages_table
+        params: list[str | int]
+        if end is None:
+            sql, params = (
+                f"SELECT body FROM {table} WHERE session_id = %s ORDER BY seq",
+                [session_id],
+            )
+        else:
+            sql = f"SELECT body FROM {table} WHERE session_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
+            params = [session_id, first, end]
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            return [body for (body,) in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def _raise_missing_or_conflict(
         self, conn: Connection, session_id: str, expected: int
