@@ -51,14 +51,14 @@ FAMILY_TESTS = (
     "tests/families",
     "tests/test_manager.py",
     "tests/test_turns.py",
-    "tests/test_cli.py",
+    "tests/test_catch_up.py",
     "tests/test_messages.py",
 )
 # the next generations' cells: their family, its framework integration, migration checks
 MAF_TESTS = (
     "tests/families",
     "tests/test_manager.py",
-    "tests/test_cli.py",
+    "tests/test_catch_up.py",
     "tests/test_turns.py",
     "tests/integrations/test_maf_integration.py",
     "tests/test_migration.py",
@@ -66,7 +66,7 @@ MAF_TESTS = (
 AG2_TESTS = (
     "tests/families",
     "tests/test_manager.py",
-    "tests/test_cli.py",
+    "tests/test_catch_up.py",
     "tests/test_turns.py",
     "tests/integrations/test_ag2_integration.py",
     "tests/test_migration.py",

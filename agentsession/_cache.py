@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .families import Driver
+from .messages import Message
 
 
 @dataclass(slots=True)
@@ -13,6 +16,11 @@ class LiveAgent:
     driver: Driver
     version: int
     message_count: int
+    metadata: Mapping[str, Any]
+    """The conversation's metadata the agent was built or last ran with."""
+    last: Message | None
+    """The conversation's last message as this agent knows it: a catch-up checks that the
+    store still holds it where it was, i.e. that only appends happened since."""
 
 
 class AgentCache:
@@ -23,14 +31,13 @@ class AgentCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def take(self, session_id: str, version: int) -> LiveAgent | None:
-        """Remove and return the live agent if it still matches ``version``.
+    def take(self, session_id: str) -> LiveAgent | None:
+        """Remove and return the live agent, whatever version it matches.
 
         Taking (rather than peeking) means a turn that fails half-way can never leave a
         half-updated agent behind for the next turn.
         """
-        live = self._entries.pop(session_id, None)
-        return live if live is not None and live.version == version else None
+        return self._entries.pop(session_id, None)
 
     def put(self, session_id: str, live: LiveAgent) -> list[LiveAgent]:
         """Cache ``live``; return the entries evicted to respect ``maxsize``."""

@@ -420,7 +420,9 @@ class AsyncSessionManager:
                                 emit(MessageEvent(message))
                             return replayed  # the finally gives the lease back
                     version, count = info.version, info.message_count
-                    live = self._cache.take(session_id, version)
+                    live = self._cache.take(session_id)
+                    if live is not None and live.version != version:
+                        live = await self._catch_up(session_id, live, info)
                     metadata: Mapping[str, Any] = info.metadata
                     if isinstance(owner, str) and metadata.get(OWNER_KEY) is None:
                         # an anonymous conversation's first user: bound under the lease, so
@@ -460,7 +462,9 @@ class AsyncSessionManager:
             finally:
                 if not released:
                     await self.store.release(session_id, token)
-            live = LiveAgent(driver, new_version, count + len(turn.messages))
+            live = LiveAgent(
+                driver, new_version, count + len(turn.messages), metadata, turn.messages[-1]
+            )
             await self._cache_put(session_id, live)
             return turn
 
@@ -491,11 +495,56 @@ class AsyncSessionManager:
             await driver.import_history(conversation.messages)
         return driver
 
-    async def _cache_put(self, session_id: str, live: LiveAgent) -> None:
-        evicted = self._cache.put(session_id, live)
-        for agent in evicted:
+    async def _catch_up(
+        self, session_id: str, live: LiveAgent, info: SessionInfo
+    ) -> LiveAgent | None:
+        """The cached agent brought up to date with the turns other processes recorded since
+        it last ran, reading only those; None if anything but appends happened since, or its
+        driver cannot catch up: the turn then builds a new agent (the stale one is dropped, as
+        a mismatched agent always was, not closed).
+
+        Behind a load balancer a conversation's turns move between workers, so this is the
+        common case: a worker's agent is a few turns behind, not lost.
+        """
+        known = live.message_count
+        page = None
+        if (
+            info.version > live.version
+            and info.message_count >= known
+            and dict(info.metadata) == dict(live.metadata)
+        ):
+            # from the last message this agent knows: if the store still holds that one where
+            # it was, nothing was truncated, reset or replaced in between, only appended
+            page = await self.store.read_messages(session_id, max(known - 1, 0))
+        if (
+            page is not None
+            and page.version == info.version
+            and page.total == info.message_count
+            and (known == 0 or (page.messages and page.messages[0] == live.last))
+        ):
+            added = page.messages[1:] if known else page.messages
+            try:
+                caught_up = await live.driver.extend_history(added) if added else True
+            except Exception:
+                logger.warning(
+                    "session %r: the cached agent could not catch up; building a new one",
+                    session_id,
+                    exc_info=True,
+                )
+                caught_up = False
+            if caught_up:
+                last = added[-1] if added else live.last
+                return LiveAgent(live.driver, info.version, page.total, live.metadata, last)
+        return None
+
+    def _close_later(self, dropped: Sequence[LiveAgent]) -> None:
+        for agent in dropped:
             task = asyncio.ensure_future(agent.driver.close())
             task.add_done_callback(_log_close_failure)
+
+    async def _cache_put(self, session_id: str, live: LiveAgent) -> None:
+        evicted = self._cache.put(session_id, live)
+        self._close_later(evicted)
         if evicted:
             # a turn may never yield to the loop (an inline SQLite or memory store, an offline
             # model): without this, a loop of such turns piles up unstarted close() tasks,

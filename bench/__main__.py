@@ -12,7 +12,17 @@ from typing import Any
 
 from ._report import Table, machine, versions
 
-PARTS = ["floor", "reads", "turns", "teams", "streaming", "recovery", "middleware", "http", "memory"]
+PARTS = [
+    "floor",
+    "reads",
+    "turns",
+    "teams",
+    "streaming",
+    "recovery",
+    "middleware",
+    "http",
+    "memory",
+]
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 

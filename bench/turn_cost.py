@@ -62,6 +62,9 @@ class TimedDriver(Driver):
     async def import_history(self, messages: Sequence[Message]) -> None:
         await self.inner.import_history(messages)
 
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        return await self.inner.extend_history(messages)
+
 
 def _timed_driver_for(agent: object) -> Driver:
     return TimedDriver(driver_for(agent))
@@ -120,7 +123,7 @@ async def measure_store(
         try:
             await seeder.store.ping()
         except Exception as exc:
-            return [[kind, "-", f"unavailable: {type(exc).__name__}", "", "", ""]]
+            return [[kind, "-", f"unavailable: {type(exc).__name__}", "", "", "", ""]]
         for length in lengths:
             ids = await _seed(seeder, length, rounds + 1)
             # cached path: one warm-up turn builds the live agent, then cached turns
@@ -139,6 +142,17 @@ async def measure_store(
                 assert begun is not None and begun[1] is not None
                 await seeder.store.finish_turn(ids[0], pair, begun[1].version, begun[0])
                 store_samples.append(time.perf_counter() - start)
+            # another worker served the previous turn: two managers on one store take turns,
+            # and the one measured catches its cached agent up with the other's turn
+            async with (
+                AsyncSessionManager(factory, url) as worker,
+                AsyncSessionManager(factory, url) as other,
+            ):
+                await worker.send(ids[0], "warm up")
+                other_samples = []
+                for i in range(rounds):
+                    await other.send(ids[0], f"the other worker's turn {i}")
+                    other_samples.append(await _persistence_per_turn(worker, ids[0], 1))
             # cold path: a fresh manager (empty cache) per sample, each on its own copy
             cold_samples = []
             for sid in ids[1:]:
@@ -157,6 +171,7 @@ async def measure_store(
                     ms(statistics.median(store_samples)),
                     ms(statistics.median(cold_samples)),
                     ms(statistics.median(load_samples)),
+                    ms(statistics.median(other_samples)),
                 ]
             )
         drop = getattr(seeder.store, "drop", None)
@@ -270,6 +285,8 @@ def measure(quick: bool, floors: dict[str, Any], family: str = "agentchat") -> l
             "store calls only",
             "cold turn",
             "cold read (load)",
+            "other-worker turn",
+            "other-worker / cached",
             "cached vs 10",
             "store calls vs 10",
             "cached / floor",
@@ -278,6 +295,7 @@ def measure(quick: bool, floors: dict[str, Any], family: str = "agentchat") -> l
         notes=[
             f"{family} family with the offline model; the driver's run_turn (model + AutoGen) is subtracted.",
             "cold turn = a fresh manager: read the history, build the agent, load the history, append.",
+            "other-worker turn = another manager on the same store served the previous turn: the cached agent catches up from the new messages.",
             "store calls only = begin_turn + finish_turn back to back, no agent: what the store does for a turn.",
             "peers are measured on the same disk, back to back like the store calls; their whole call is persistence (no model).",
         ],
@@ -292,19 +310,20 @@ def measure(quick: bool, floors: dict[str, Any], family: str = "agentchat") -> l
         return round(value / to, 2) if isinstance(value, float) and to else ""
 
     # peers: their one call is the whole of their persistence, made back to back
-    peer_rows = [[kind, length, "", call, "", read] for kind, length, call, _, read in peers]
+    peer_rows = [[kind, length, "", call, "", read, ""] for kind, length, call, _, read in peers]
     peer_kinds = {row[0] for row in peer_rows}
     first: dict[str, list[Any]] = {}
     for row in rows + peer_rows:
         kind = row[0]
         if not isinstance(row[2], float) and not isinstance(row[3], float):
-            table.rows.append([*row, "", "", "", ""])  # unavailable
+            table.rows.append([*row, "", "", "", "", ""])  # unavailable
             continue
         base = first.setdefault(kind, row)
         floor = floor_of(kind)
         table.rows.append(
             [
                 *row,
+                ratio(row[6], row[2] if isinstance(row[2], float) else None),
                 ratio(row[2], base[2] if isinstance(base[2], float) else None),
                 ratio(row[3], base[3]),
                 ratio(row[2], floor),

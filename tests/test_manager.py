@@ -141,9 +141,14 @@ def test_live_agent_is_cached_while_the_store_version_matches(family: str, tmp_p
 
         other.send(session.id, "written by another worker")
         assert factory.calls == 2
-        reply = session.send("four")  # the version moved: rebuilt from the store, not stale
-        assert factory.calls == 3
+        # the version moved: the live agent catches up with the other worker's turn (not
+        # stale, not rebuilt; tests/test_catch_up.py has the details)
+        reply = session.send("four")
+        assert factory.calls == 2
         assert user_messages_seen(reply) == 4
+        other.reset(session.id)  # not an append: rebuilt from the store
+        assert user_messages_seen(session.send("five")) == 1
+        assert factory.calls == 3
 
 
 def test_cache_is_bounded(family: str) -> None:

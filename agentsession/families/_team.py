@@ -75,6 +75,11 @@ def rename_speakers(team: Any, mapping: Mapping[str, str]) -> Any:
     return team
 
 
+def renames(team: Any) -> bool:
+    """True if ``rename_speakers`` gave the team a mapping."""
+    return bool(getattr(team, _RENAME_ATTRIBUTE, None))
+
+
 def renamed(team: Any, messages: Sequence[Message]) -> list[Message]:
     """``messages`` with the speakers ``rename_speakers`` mapped, if the team has a mapping."""
     mapping: Mapping[str, str] = getattr(team, _RENAME_ATTRIBUTE, None) or {}

@@ -74,6 +74,15 @@ class Driver(ABC):
     async def import_history(self, messages: Sequence[Message]) -> None:
         """Load canonical messages into a freshly built agent."""
 
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        """Bring a live agent up to date: append ``messages``, whole turns that another
+        process recorded after this agent's last turn, to what it holds.
+
+        Return False if this driver cannot (the engine then builds a new agent from the
+        stored conversation). On an exception the engine drops this driver.
+        """
+        return False
+
     async def close(self) -> None:
         """Release what the driver holds (called when a cached agent is evicted)."""
 

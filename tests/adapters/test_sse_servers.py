@@ -70,10 +70,17 @@ def start_and_drop(client: httpx.Client, url: str, text: str, count: int) -> lis
         return read_events(response.iter_lines(), count)  # then the connection closes
 
 
+def both_servers() -> None:
+    """The Starlette example under uvicorn and the Flask one under gunicorn (a framework cell
+    of the matrix installs one framework; the full suite has both)."""
+    for module in ("starlette", "uvicorn", "flask", "gunicorn"):
+        pytest.importorskip(module)
+
+
 def test_a_dropped_stream_is_finished_and_replayed_by_another_server(
     shared_store: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("gunicorn")
+    both_servers()
     env = {"AGENTSESSION_STORE": shared_store, "OFFLINE_CHUNK_DELAY": "0.05"}
     a, b = free_port(), free_port()
     with (
@@ -100,6 +107,8 @@ def test_a_dropped_stream_is_finished_and_replayed_by_another_server(
 
 
 def test_a_dropped_stream_with_cancel_stores_nothing(shared_store: str, tmp_path: Path) -> None:
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
     env = {"AGENTSESSION_STORE": shared_store, "OFFLINE_CHUNK_DELAY": "0.05",
            "STREAM_ON_DISCONNECT": "cancel"}  # fmt: skip
     port = free_port()
@@ -120,7 +129,7 @@ def test_a_dropped_stream_with_cancel_stores_nothing(shared_store: str, tmp_path
 def test_a_server_killed_mid_stream_leaves_an_error_event(
     shared_store: str, tmp_path: Path
 ) -> None:
-    pytest.importorskip("gunicorn")
+    both_servers()
     env = {"AGENTSESSION_STORE": shared_store, "OFFLINE_CHUNK_DELAY": "0.5"}
     a, b = free_port(), free_port()
     client = httpx.Client()

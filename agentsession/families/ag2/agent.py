@@ -88,3 +88,9 @@ class Ag2Driver(Driver):
     async def import_history(self, messages: Sequence[Message]) -> None:
         require_representable(messages, "ag2")
         await self.stream.history.replace(to_native(close_unanswered_tool_calls(messages)))
+
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        require_representable(messages, "ag2")
+        added = to_native(close_unanswered_tool_calls(messages))
+        await self.stream.history.replace([*await self._events(), *added])
+        return True

@@ -157,6 +157,23 @@ class AgentChatDriver(Driver):
                 f"the stored conversation does not load into {_MODULE} {self.version}: {exc}"
             ) from exc
 
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        from autogen_core.model_context import ChatCompletionContextState
+
+        require_representable(messages, "agentchat")
+        await self._baseline()
+        native = to_native(close_unanswered_tool_calls(messages), self.version, self.agent.name)
+        try:
+            added = ChatCompletionContextState.model_validate({"messages": native}).messages
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise FamilyError(
+                f"the stored conversation does not load into {_MODULE} {self.version}: {exc}"
+            ) from exc
+        context = self.model_context
+        for message in added:
+            await context.add_message(message)
+        return True
+
     async def close(self) -> None:
         await self.agent.close()
 

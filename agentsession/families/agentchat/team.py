@@ -26,7 +26,7 @@ from ...errors import FamilyError, TeamMismatch, UnsupportedAgent
 from ...messages import Image, Message, ToolCall
 from ...turns import Emit, MessageEvent, TextDelta, Turn, Usage, ignore
 from .._gates import AGENTCHAT_TEAM_STATE_REKEYED, at_least
-from .._team import check_speakers, latest_record, renamed, team_record, with_record
+from .._team import check_speakers, latest_record, renamed, renames, team_record, with_record
 from ..base import Driver, refuse_images
 from .agent import AgentChatDriver, _message_list
 from .conversion import to_native
@@ -215,6 +215,15 @@ class AgentChatTeamDriver(Driver):
         self._covered = dict.fromkeys(self.members, len(log))
         self._handed_to_user = _handed_to_user(log, set(self.members), None)
 
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        if not at_least(self.version, AGENTCHAT_TEAM_STATE_REKEYED):
+            return False  # <= 0.4.8 creates its containers lazily: rebuilt instead
+        if renames(self.agent):
+            return False  # the log holds the new names: it is rebuilt from the stored ones
+        # the team's log is at hand, so no store read: the team and each member reload
+        await self.import_history([*self._log, *messages])
+        return True
+
     async def close(self) -> None:
         for member in self.members.values():
             await member.close()
@@ -299,6 +308,12 @@ class AgentChatTeamDriver(Driver):
         if at_least(self.version, AGENTCHAT_TEAM_STATE_REKEYED):
             state = dict(await team.save_state())  # the fresh team: every key this version wants
             states = dict(state["agent_states"])
+            for name in self.members:
+                # a used team's containers still buffer messages its members have not seen;
+                # the members' contexts are reloaded with their whole view below
+                member_state = states.get(name)
+                if isinstance(member_state, Mapping) and "message_buffer" in member_state:
+                    states[name] = {**member_state, "message_buffer": []}
             manager_key = next(key for key in states if key not in self.members)
             states[manager_key] = {**states[manager_key], **record, "message_thread": thread}
             await team.load_state({**state, "agent_states": states})

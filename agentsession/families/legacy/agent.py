@@ -109,3 +109,10 @@ class LegacyDriver(Driver):
         # _append_oai_message changed its signature at ag2 0.10
         self.agent.chat_messages[self.user] = native
         self.user.chat_messages[self.agent] = [_mirrored(m) for m in native]
+
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        require_representable(messages, "legacy")
+        native = to_native(close_unanswered_tool_calls(messages), self.agent.name, self.user.name)
+        self.agent.chat_messages[self.user].extend(native)
+        self.user.chat_messages[self.agent].extend(_mirrored(m) for m in native)
+        return True

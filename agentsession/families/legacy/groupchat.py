@@ -21,7 +21,7 @@ from packaging.version import Version
 from ...errors import FamilyError
 from ...messages import Image, Message, Role, ToolCall
 from ...turns import Emit, MessageEvent, Turn, ignore
-from .._team import check_speakers, renamed, team_record, with_record
+from .._team import check_speakers, renamed, renames, team_record, with_record
 from ..base import Driver, refuse_images
 from ._quirks import _quiet
 from .conversion import FUNCTION_CALL_ID, _text, add_tool_result, native_tool_calls
@@ -197,6 +197,13 @@ class LegacyGroupChatDriver(Driver):
     async def export_history(self) -> list[Message]:
         human = self.user.name if self.user is not None else ""
         return self._to_canonical(self.groupchat.messages, human)
+
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        if renames(self.agent):
+            return False  # the log holds the new names: it is rebuilt from the stored ones
+        # the group's log is at hand, so no store read: every participant's view is rebuilt
+        await self.import_history([*await self.export_history(), *messages])
+        return True
 
     async def import_history(self, messages: Sequence[Message]) -> None:
         log = renamed(self.agent, messages)

@@ -108,6 +108,11 @@ class MafDriver(Driver):
         require_representable(messages, "maf")
         self._messages[:] = to_native(close_unanswered_tool_calls(messages))
 
+    async def extend_history(self, messages: Sequence[Message]) -> bool:
+        require_representable(messages, "maf")
+        self._messages.extend(to_native(close_unanswered_tool_calls(messages)))
+        return True
+
     async def close(self) -> None:
         close = getattr(self.agent, "close", None)
         if close is not None:
