@@ -359,8 +359,13 @@ class RequestSession:
         self.async_session.current_owner()
         return _loop.run(call())
 
+    def _read(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """A read, on the request thread's own loop where the store allows it."""
+        self.async_session.current_owner()
+        return self.async_session.engine.read_here(call)
+
     def session_id(self) -> str:
-        return self._run(self.async_session.session_id)
+        return self._read(self.async_session.session_id)
 
     @property
     def id(self) -> str:
@@ -419,7 +424,7 @@ class RequestSession:
         return _loop.iterate(self.async_session.resume(after, turn_id=turn_id))
 
     def history(self, *, limit: int | None = None, before: int | None = None) -> list[Message]:
-        return self._run(lambda: self.async_session.history(limit=limit, before=before))
+        return self._read(lambda: self.async_session.history(limit=limit, before=before))
 
     def pop_turn(self) -> list[Message]:
         return self._run(self.async_session.pop_turn)
@@ -428,13 +433,13 @@ class RequestSession:
         self._run(lambda: self.async_session.append(messages))
 
     def metadata(self) -> dict[str, Any]:
-        return self._run(self.async_session.metadata)
+        return self._read(self.async_session.metadata)
 
     def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         self._run(lambda: self.async_session.set_metadata(metadata))
 
     def exists(self) -> bool:
-        return self._run(self.async_session.exists)
+        return self._read(self.async_session.exists)
 
     def reset(self) -> None:
         self._run(self.async_session.reset)

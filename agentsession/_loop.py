@@ -61,6 +61,32 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
 
+_here = threading.local()
+
+
+def here() -> asyncio.AbstractEventLoop:
+    """This thread's own event loop, for reads that need not cross to the bridge loop."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_here, "loop", None)
+    if loop is None or getattr(_here, "pid", None) != os.getpid() or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _here.loop, _here.pid = loop, os.getpid()
+    return loop
+
+
+def is_here(loop: asyncio.AbstractEventLoop) -> bool:
+    """True if ``loop`` is a thread's own loop (``run_here``), not the bridge loop."""
+    return loop is getattr(_here, "loop", None)
+
+
+def run_here(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on this thread's own loop: no hop to the bridge thread and back.
+
+    Only for calls whose store can run on any loop (``Store.for_loop``): a sync web app's
+    history read then costs what a sync client's would.
+    """
+    return here().run_until_complete(coro)
+
+
 def loop_pid() -> int | None:
     """The pid that started the current loop thread (None before first use)."""
     return _pid

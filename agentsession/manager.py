@@ -213,6 +213,10 @@ class AsyncSessionManager:
         self.sender = sender
         self._factory_takes_context = _factory_takes_context(factory)
         self._cache = AgentCache(cache_size)
+        # the store's twins for sync callers' own loops (``read_here``), None where it has none
+        self._twins: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Store | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # streamed turns whose reader left, and the tasks that journal them
         self._background: set[asyncio.Future[Turn]] = set()
@@ -594,6 +598,25 @@ class AsyncSessionManager:
 
     # -- reading and housekeeping ----------------------------------------------------
 
+    def read_here(self, coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a read (``history``, ``load``, ``info``, ``metadata``, ``exists``) for a sync
+        caller: on the calling thread's own loop when the store can run there
+        (``Store.for_loop``), else on the loop thread like every other call."""
+        loop = _loop.here()
+        if loop not in self._twins:
+            self._twins[loop] = self.store.for_loop()
+        if self._twins[loop] is None:
+            return _loop.run(coro())
+        return _loop.run_here(coro())
+
+    def _reader(self) -> Store:
+        """The store a read goes to: the manager's own, or its twin on a sync caller's loop."""
+        loop = asyncio.get_running_loop()
+        if not _loop.is_here(loop):
+            return self.store
+        twin = self._twins.get(loop)
+        return self.store if twin is None else twin
+
     async def history(
         self, session_id: str, *, limit: int | None = None, before: int | None = None
     ) -> list[Message]:
@@ -613,7 +636,7 @@ class AsyncSessionManager:
             start, stop = (0 if limit is None else -limit), None
         else:
             start, stop = (0 if limit is None else max(0, before - limit)), before
-        page = await self.store.read_messages(session_id, start, stop)
+        page = await self._reader().read_messages(session_id, start, stop)
         return [] if page is None else page.messages
 
     async def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
@@ -678,16 +701,16 @@ class AsyncSessionManager:
 
     async def info(self, session_id: str) -> SessionInfo | None:
         check_session_id(session_id)
-        return await self.store.info(session_id)
+        return await self._reader().info(session_id)
 
     async def load(self, session_id: str) -> Conversation | None:
         """The stored conversation (messages, metadata, version) in one read, or None."""
         check_session_id(session_id)
-        return await self.store.load(session_id)
+        return await self._reader().load(session_id)
 
     async def metadata(self, session_id: str) -> dict[str, Any]:
         check_session_id(session_id)
-        info = await self.store.info(session_id)
+        info = await self._reader().info(session_id)
         return {} if info is None else dict(info.metadata)
 
     async def set_metadata(
@@ -723,7 +746,7 @@ class AsyncSessionManager:
 
     async def exists(self, session_id: str) -> bool:
         check_session_id(session_id)
-        return await self.store.version(session_id) is not None
+        return await self._reader().version(session_id) is not None
 
     async def reset(self, session_id: str, *, owner: Owner = ANY_OWNER) -> None:
         """Forget the messages, keep the id and the metadata."""
@@ -1037,7 +1060,9 @@ class SessionManager:
     def history(
         self, session_id: str, *, limit: int | None = None, before: int | None = None
     ) -> list[Message]:
-        return self._run(self.engine.history(session_id, limit=limit, before=before))
+        return self.engine.read_here(
+            lambda: self.engine.history(session_id, limit=limit, before=before)
+        )
 
     def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
         return self._run(self.engine.pop_turn(session_id, owner=owner))
@@ -1053,13 +1078,13 @@ class SessionManager:
         self._run(self.engine.append(session_id, messages, owner=owner, create=create))
 
     def load(self, session_id: str) -> Conversation | None:
-        return self._run(self.engine.load(session_id))
+        return self.engine.read_here(lambda: self.engine.load(session_id))
 
     def info(self, session_id: str) -> SessionInfo | None:
-        return self._run(self.engine.info(session_id))
+        return self.engine.read_here(lambda: self.engine.info(session_id))
 
     def metadata(self, session_id: str) -> dict[str, Any]:
-        return self._run(self.engine.metadata(session_id))
+        return self.engine.read_here(lambda: self.engine.metadata(session_id))
 
     def set_metadata(
         self,
@@ -1072,7 +1097,7 @@ class SessionManager:
         self._run(self.engine.set_metadata(session_id, metadata, owner=owner, create=create))
 
     def exists(self, session_id: str) -> bool:
-        return self._run(self.engine.exists(session_id))
+        return self.engine.read_here(lambda: self.engine.exists(session_id))
 
     def reset(self, session_id: str, *, owner: Owner = ANY_OWNER) -> None:
         self._run(self.engine.reset(session_id, owner=owner))

@@ -354,6 +354,16 @@ class Store(ABC):
         """Build the store from its URL; each backend parses what it needs."""
         return cls(**options)
 
+    def for_loop(self) -> Store | None:
+        """This store for another event loop than the one it runs on: a sync web app's
+        thread reads on its own loop instead of crossing to agentsession's loop thread.
+
+        Itself if nothing of it is bound to a loop (its calls run inline or in worker threads
+        and its state is thread-safe), a twin with connections of its own if it can make one,
+        or None (the default): calls then cross to the loop thread, as every write does.
+        """
+        return None
+
     def is_expired(self, updated_at: float, now: float | None = None) -> bool:
         return self.ttl is not None and (now or time.time()) - updated_at > self.ttl
 

@@ -289,6 +289,8 @@ class RedisStore(Store):
         retries) and leaves it open on ``close()``: whoever made it closes it."""
         super().__init__(**options)
         self.prefix = prefix
+        self._options = {"prefix": prefix, "socket_timeout": socket_timeout, **options}
+        self._url = url
         if client is not None:
             if url is not None:
                 raise ConfigurationError("give RedisStore a url or a client, not both")
@@ -333,6 +335,15 @@ class RedisStore(Store):
                 "from 0 to the server's `databases` setting minus one (16 databases by default)"
             )
         return cls(rest, **{**own, **options})
+
+    def for_loop(self) -> RedisStore | None:
+        """A twin with a client of its own (redis.asyncio's connections belong to one loop);
+        None for a client the application passed in."""
+        if not self._owns_client:
+            return None
+        twin = type(self)(self._url, **self._options)
+        twin.codec = self.codec
+        return twin
 
     # -- keys and plumbing ---------------------------------------------------------
 

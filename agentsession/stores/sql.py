@@ -303,6 +303,9 @@ class SQLStore(Store):
                 pass  # another process recorded it first
             self._ready = True
 
+    def for_loop(self) -> SQLStore:
+        return self  # SQLAlchemy's engine is thread-safe; every call runs in a worker thread
+
     async def _run(self, fn: Callable[[Connection], T], snapshot: bool = False) -> T:
         return await asyncio.to_thread(self._call, fn, snapshot)
 

@@ -244,6 +244,9 @@ class SQLiteStore(Store):
                 "('agentsession store init' creates them)"
             )
 
+    def for_loop(self) -> SQLiteStore:
+        return self  # a connection per thread; calls run inline or in worker threads
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T], lease: bool = False) -> T:
         try:
             return self._call(fn, lease)
