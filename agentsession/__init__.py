@@ -52,6 +52,7 @@ from .manager import (
     new_session_id,
 )
 from .messages import Image, Message, ToolCall, close_unanswered_tool_calls, unanswered_tool_calls
+from .observe import Observer, Stats, StoreCall, TurnRecord
 from .stores import SessionInfo, Store, open_store
 from .turns import MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, Usage
 
@@ -79,11 +80,14 @@ __all__ = [
     "Message",
     "MessageEvent",
     "MessageTooLarge",
+    "Observer",
     "OutcomeUnknown",
     "OwnerMismatch",
     "NotRepresentable",
     "Session",
     "SessionBusy",
+    "Stats",
+    "StoreCall",
     "SessionContext",
     "SessionInfo",
     "SessionManager",
@@ -98,6 +102,7 @@ __all__ = [
     "ToolCall",
     "Turn",
     "TurnEnd",
+    "TurnRecord",
     "TurnEvent",
     "TurnStart",
     "UnknownSchemaVersion",

@@ -25,6 +25,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeVar
 
@@ -34,6 +35,7 @@ from ._claims import Claims
 from ._heartbeat import Heartbeat
 from ._journal import JournalWriter, replay
 from .errors import (
+    AgentSessionError,
     ConflictError,
     ConversationFull,
     FamilyError,
@@ -41,12 +43,15 @@ from .errors import (
     InvalidInput,
     LeaseLost,
     MessageTooLarge,
+    OutcomeUnknown,
     OwnerMismatch,
     SessionBusy,
     SessionNotFound,
+    StoreUnavailable,
 )
 from .families import Driver, driver_for
 from .messages import Image, Message
+from .observe import Observer, StoreCall, TurnRecord, session_digest
 from .stores import Conversation, SessionInfo, Store, TurnKey, open_store
 from .turns import Emit, MessageEvent, TextDelta, Turn, TurnEnd, TurnEvent, TurnStart, ignore
 
@@ -202,8 +207,16 @@ class AsyncSessionManager:
         max_image_bytes: int = 5 * 1024 * 1024,
         max_messages: int | None = None,
         sender: str = "user",
+        observer: Observer | Sequence[Observer] | None = None,
     ) -> None:
         self.factory = factory
+        self._observers: tuple[Observer, ...] = (
+            ()
+            if observer is None
+            else (observer,)
+            if isinstance(observer, Observer)
+            else tuple(observer)
+        )
         self.max_image_bytes = max_image_bytes
         self.store = open_store(store) if isinstance(store, str) else store
         self.lock_timeout = lock_timeout
@@ -395,6 +408,32 @@ class AsyncSessionManager:
         images: Sequence[Image] = (),
     ) -> Turn:
         """The one turn mechanism behind ``send``, ``run_turn`` and ``stream``."""
+        run = self._run_turn(session_id, text, sender, emit, idempotency_key, owner, create, images)
+        if not self._observers:
+            return await run
+        watch = _Watch(self._observers, session_digest(check_session_id(session_id)))
+        reset = _watching.set(watch)
+        try:
+            turn = await run
+        except BaseException as exc:
+            watch.finish(_outcome(exc), 0, type(exc).__name__)
+            raise
+        finally:
+            _watching.reset(reset)
+        watch.finish("replayed" if turn.replayed else "ok", 0 if turn.replayed else len(turn))
+        return turn
+
+    async def _run_turn(
+        self,
+        session_id: str,
+        text: str,
+        sender: str | None,
+        emit: Emit,
+        idempotency_key: str | None,
+        owner: Owner,
+        create: bool,
+        images: Sequence[Image],
+    ) -> Turn:
         check_session_id(session_id)
         size = len(_utf8(text, "the message"))
         if size > self.max_message_bytes:
@@ -410,8 +449,11 @@ class AsyncSessionManager:
             )
         speaker = sender or self.sender
         turn_key = _turn_key(idempotency_key, text, speaker, images)
+        watch = _watching.get()
         async with self._local_lock(session_id):
             token, info = await self._begin_turn(session_id)
+            if watch is not None:
+                watch.leased()
             released = False
             try:
                 if info is not None:
@@ -425,25 +467,31 @@ class AsyncSessionManager:
                             return replayed  # the finally gives the lease back
                     version, count = info.version, info.message_count
                     live = self._cache.take(session_id)
+                    agent = "cached" if live is not None else "rebuilt"
                     if live is not None and live.version != version:
                         live = await self._catch_up(session_id, live, info)
+                        agent = "caught_up" if live is not None else "rebuilt"
                     metadata: Mapping[str, Any] = info.metadata
                     if isinstance(owner, str) and metadata.get(OWNER_KEY) is None:
                         # an anonymous conversation's first user: bound under the lease, so
                         # no other user's turn can slip in between the check and the write
                         metadata = {**metadata, OWNER_KEY: owner}
-                        version = await self.store.set_metadata(session_id, metadata)
+                        version = await self._observed(
+                            self.store.set_metadata(session_id, metadata)
+                        )
                 elif not create:
                     raise SessionNotFound(session_id)
                 else:
                     metadata = {OWNER_KEY: owner} if isinstance(owner, str) else {}
-                    await self.store.create(session_id, metadata)
-                    version, count, live = 0, 0, None
+                    await self._observed(self.store.create(session_id, metadata))
+                    version, count, live, agent = 0, 0, None, "new"
                 if self.max_messages is not None and count + 2 > self.max_messages:
                     raise ConversationFull(
                         f"session {session_id!r} holds {count} messages; the limit is "
                         f"{self.max_messages} (max_messages). Reset it or start a new session."
                     )
+                if watch is not None:
+                    watch.agent = agent
                 emit(TurnStart(session_id))
                 driver = live.driver if live is not None else None
                 async with Heartbeat(self.store, session_id, token, self.lease_ttl) as heartbeat:
@@ -460,12 +508,14 @@ class AsyncSessionManager:
                 if heartbeat.lost:
                     raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
                 released = True  # finish_turn releases the lease whatever happens
-                new_version = await self.store.finish_turn(
-                    session_id, turn.messages, version, token, turn_key=turn_key
+                new_version = await self._observed(
+                    self.store.finish_turn(
+                        session_id, turn.messages, version, token, turn_key=turn_key
+                    )
                 )
             finally:
                 if not released:
-                    await self.store.release(session_id, token)
+                    await self._observed(self.store.release(session_id, token))
             live = LiveAgent(
                 driver, new_version, count + len(turn.messages), metadata, turn.messages[-1]
             )
@@ -474,7 +524,7 @@ class AsyncSessionManager:
 
     async def _replay(self, session_id: str, turn_key: TurnKey) -> Turn | None:
         """The turn recorded under ``turn_key``, or None if there is none."""
-        stored = await self.store.find_turn(session_id, turn_key.key)
+        stored = await self._observed(self.store.find_turn(session_id, turn_key.key))
         if stored is None:
             return None
         if stored.digest != turn_key.digest:
@@ -491,7 +541,7 @@ class AsyncSessionManager:
         driver = driver_for(agent)
         self._claims.claim(session_id, tuple(driver.parts()))
         if version:
-            conversation = await self.store.load(session_id)
+            conversation = await self._observed(self.store.load(session_id))
             if conversation is None:
                 raise SessionNotFound(session_id)
             if conversation.version != version:
@@ -519,7 +569,7 @@ class AsyncSessionManager:
         ):
             # from the last message this agent knows: if the store still holds that one where
             # it was, nothing was truncated, reset or replaced in between, only appended
-            page = await self.store.read_messages(session_id, max(known - 1, 0))
+            page = await self._observed(self.store.read_messages(session_id, max(known - 1, 0)))
         if (
             page is not None
             and page.version == info.version
@@ -540,6 +590,23 @@ class AsyncSessionManager:
                 last = added[-1] if added else live.last
                 return LiveAgent(live.driver, info.version, page.total, live.metadata, last)
         return None
+
+    async def _observed(self, call: Coroutine[Any, Any, T]) -> T:
+        """Await a store call, reporting it to the observers (named after the store method)."""
+        if not self._observers:
+            return await call
+        operation = call.cr_code.co_name if inspect.iscoroutine(call) else "store"
+        start = time.perf_counter()
+        try:
+            result = await call
+        except BaseException as exc:
+            _report_call(
+                self._observers,
+                StoreCall(operation, time.perf_counter() - start, type(exc).__name__),
+            )
+            raise
+        _report_call(self._observers, StoreCall(operation, time.perf_counter() - start))
+        return result
 
     def _close_later(self, dropped: Sequence[LiveAgent]) -> None:
         for agent in dropped:
@@ -578,7 +645,9 @@ class AsyncSessionManager:
         """Take the store lease (across processes), polling with backoff up to ``lock_timeout``."""
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.002
-        while (begun := await self.store.begin_turn(session_id, self.lease_ttl)) is None:
+        while (
+            begun := await self._observed(self.store.begin_turn(session_id, self.lease_ttl))
+        ) is None:
             if time.monotonic() >= deadline:
                 raise SessionBusy(session_id, self.lock_timeout)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -594,7 +663,7 @@ class AsyncSessionManager:
             try:
                 yield info
             finally:
-                await self.store.release(session_id, token)
+                await self._observed(self.store.release(session_id, token))
 
     # -- reading and housekeeping ----------------------------------------------------
 
@@ -636,7 +705,7 @@ class AsyncSessionManager:
             start, stop = (0 if limit is None else -limit), None
         else:
             start, stop = (0 if limit is None else max(0, before - limit)), before
-        page = await self._reader().read_messages(session_id, start, stop)
+        page = await self._observed(self._reader().read_messages(session_id, start, stop))
         return [] if page is None else page.messages
 
     async def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
@@ -650,16 +719,20 @@ class AsyncSessionManager:
             self._cache.discard(session_id)
             stop: int | None = None
             while True:  # pages back from the end until the turn's user message
-                page = await self.store.read_messages(
-                    session_id, -64 if stop is None else max(0, stop - 64), stop
+                page = await self._observed(
+                    self.store.read_messages(
+                        session_id, -64 if stop is None else max(0, stop - 64), stop
+                    )
                 )
                 if page is None:
                     return []
                 for index in range(len(page.messages) - 1, -1, -1):
                     if page.messages[index].role == "user":
                         keep = page.start + index
-                        removed = await self.store.read_messages(session_id, keep, None)
-                        await self.store.truncate(session_id, keep, info.version)
+                        removed = await self._observed(
+                            self.store.read_messages(session_id, keep, None)
+                        )
+                        await self._observed(self.store.truncate(session_id, keep, info.version))
                         return [] if removed is None else removed.messages
                 if page.start == 0:
                     return []
@@ -686,7 +759,7 @@ class AsyncSessionManager:
                 if not create:
                     raise SessionNotFound(session_id)
                 metadata = {OWNER_KEY: owner} if isinstance(owner, str) else {}
-                await self.store.create(session_id, metadata)
+                await self._observed(self.store.create(session_id, metadata))
                 version, count = 0, 0
             else:
                 check_owner(session_id, info.metadata, owner)
@@ -697,20 +770,20 @@ class AsyncSessionManager:
                     f"{self.max_messages} (max_messages)"
                 )
             self._cache.discard(session_id)
-            await self.store.append(session_id, messages, version)
+            await self._observed(self.store.append(session_id, messages, version))
 
     async def info(self, session_id: str) -> SessionInfo | None:
         check_session_id(session_id)
-        return await self._reader().info(session_id)
+        return await self._observed(self._reader().info(session_id))
 
     async def load(self, session_id: str) -> Conversation | None:
         """The stored conversation (messages, metadata, version) in one read, or None."""
         check_session_id(session_id)
-        return await self._reader().load(session_id)
+        return await self._observed(self._reader().load(session_id))
 
     async def metadata(self, session_id: str) -> dict[str, Any]:
         check_session_id(session_id)
-        info = await self._reader().info(session_id)
+        info = await self._observed(self._reader().info(session_id))
         return {} if info is None else dict(info.metadata)
 
     async def set_metadata(
@@ -738,15 +811,15 @@ class AsyncSessionManager:
                 if stored is not None or owner is not None:
                     metadata[OWNER_KEY] = stored if stored is not None else owner
             if info is None:
-                await self.store.create(session_id, metadata)
+                await self._observed(self.store.create(session_id, metadata))
             else:
-                await self.store.set_metadata(session_id, metadata)
+                await self._observed(self.store.set_metadata(session_id, metadata))
             # the factory may read metadata: the next turn rebuilds the agent
             self._cache.discard(session_id)
 
     async def exists(self, session_id: str) -> bool:
         check_session_id(session_id)
-        return await self._reader().version(session_id) is not None
+        return await self._observed(self._reader().version(session_id)) is not None
 
     async def reset(self, session_id: str, *, owner: Owner = ANY_OWNER) -> None:
         """Forget the messages, keep the id and the metadata."""
@@ -755,7 +828,7 @@ class AsyncSessionManager:
             self._cache.discard(session_id)
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
-                await self.store.reset(session_id)
+                await self._observed(self.store.reset(session_id))
 
     async def delete(self, session_id: str, *, owner: Owner = ANY_OWNER) -> bool:
         check_session_id(session_id)
@@ -763,7 +836,7 @@ class AsyncSessionManager:
             self._cache.discard(session_id)
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
-            return await self.store.delete(session_id)
+            return await self._observed(self.store.delete(session_id))
 
     async def rotate(self, session_id: str, *, owner: Owner = ANY_OWNER) -> str:
         """Move the conversation to a fresh id and return that id; call it at login.
@@ -778,15 +851,17 @@ class AsyncSessionManager:
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
                 if isinstance(owner, str) and info.metadata.get(OWNER_KEY) is None:
-                    await self.store.set_metadata(session_id, {**info.metadata, OWNER_KEY: owner})
-                await self.store.rename(session_id, new_id)
+                    await self._observed(
+                        self.store.set_metadata(session_id, {**info.metadata, OWNER_KEY: owner})
+                    )
+                await self._observed(self.store.rename(session_id, new_id))
         return new_id
 
     async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
-        return await self.store.list(limit=limit, offset=offset)
+        return await self._observed(self.store.list(limit=limit, offset=offset))
 
     async def gc(self, idle_seconds: float | None = None) -> int:
-        return await self.store.gc(idle_seconds)
+        return await self._observed(self.store.gc(idle_seconds))
 
     async def export(self, session_id: str) -> dict[str, Any]:
         """The conversation as a version-neutral JSON document (``agentsession import`` reads it)."""
@@ -813,13 +888,13 @@ class AsyncSessionManager:
         messages = [Message.from_dict(m, target) for m in document.get("messages", [])]
         async with self._turn_lock(target):
             self._cache.discard(target)
-            await self.store.create(target, document.get("metadata", {}))
+            await self._observed(self.store.create(target, document.get("metadata", {})))
             if messages:
-                await self.store.append(target, messages, 0)
+                await self._observed(self.store.append(target, messages, 0))
         return target
 
     async def ping(self) -> None:
-        await self.store.ping()
+        await self._observed(self.store.ping())
 
     async def aclose(self) -> None:
         # streamed turns whose readers left finish, and journal their end, before the store goes
@@ -834,6 +909,64 @@ class AsyncSessionManager:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_watching: ContextVar[_Watch | None] = ContextVar("agentsession_turn", default=None)
+
+
+class _Watch:
+    """One observed turn: what its observers returned from ``turn_started``, and its timings."""
+
+    __slots__ = ("agent", "observers", "session", "start", "tokens", "wait")
+
+    def __init__(self, observers: tuple[Observer, ...], session: str) -> None:
+        self.observers, self.session, self.agent = observers, session, ""
+        self.wait: float | None = None
+        self.start = time.perf_counter()
+        self.tokens = [_safely(o.turn_started, session) for o in observers]
+
+    def leased(self) -> None:
+        self.wait = time.perf_counter() - self.start
+
+    def finish(self, outcome: str, messages: int, error: str | None = None) -> None:
+        elapsed = time.perf_counter() - self.start
+        # a busy turn waited for the locks all along; others that never got them, not at all
+        wait = self.wait if self.wait is not None else elapsed if outcome == "busy" else 0.0
+        record = TurnRecord(self.session, outcome, self.agent, wait, elapsed, messages, error)
+        for observer, token in zip(self.observers, self.tokens, strict=True):
+            _safely(observer.turn_finished, record, token)
+
+
+def _report_call(observers: tuple[Observer, ...], call: StoreCall) -> None:
+    watch = _watching.get()
+    for index, observer in enumerate(observers):
+        token = watch.tokens[index] if watch is not None and watch.observers is observers else None
+        _safely(observer.store_call, call, token)
+
+
+def _safely(hook: Callable[..., T], *args: Any) -> T | None:
+    try:
+        return hook(*args)
+    except Exception:
+        logger.exception(
+            "an agentsession observer failed (%s)", getattr(hook, "__qualname__", hook)
+        )
+        return None
+
+
+def _outcome(exc: BaseException) -> str:
+    """A turn's exception as a ``TurnRecord.outcome``."""
+    kinds: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+        (SessionBusy, "busy"),
+        (OutcomeUnknown, "outcome_unknown"),
+        (StoreUnavailable, "store_unavailable"),
+        (LeaseLost, "lease_lost"),
+        (ConflictError, "conflict"),
+        (FamilyError, "agent_error"),
+        (asyncio.CancelledError, "cancelled"),
+        (AgentSessionError, "refused"),
+    )
+    return next((name for kind, name in kinds if isinstance(exc, kind)), "error")
 
 
 def _log_close_failure(task: asyncio.Future[None]) -> None:
@@ -955,6 +1088,7 @@ class SessionManager:
         max_image_bytes: int = 5 * 1024 * 1024,
         max_messages: int | None = None,
         sender: str = "user",
+        observer: Observer | Sequence[Observer] | None = None,
     ) -> None:
         self.engine = AsyncSessionManager(
             factory,
@@ -966,6 +1100,7 @@ class SessionManager:
             max_image_bytes=max_image_bytes,
             max_messages=max_messages,
             sender=sender,
+            observer=observer,
         )
 
     @property
