@@ -82,7 +82,7 @@ class Node:
         self.config = self.dir / "redis.conf"
         self.config.write_text(
             f'port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nsave ""\n'
-            "repl-diskless-sync-delay 0\n"
+            "repl-diskless-sync-delay 0\nenable-debug-command local\n"
             f"logfile {self.dir / 'log'}\n" + config.format(port=self.port)
         )
         self.sentinel = sentinel
@@ -555,3 +555,39 @@ def test_sentinel_failover_loses_no_acknowledged_turn() -> None:
             assert setup.master_port() != first
 
         asyncio.run(opened(url, scenario))
+
+
+def test_a_write_no_replica_confirms_is_not_acknowledged(cluster: Cluster) -> None:
+    """``WAIT``: while the replica cannot take the write, the write raises (503) instead of
+    being acknowledged; it did reach the master, so the retry is fenced by its version."""
+    import redis
+
+    url = f"{cluster.url}?prefix=wait-{uuid.uuid4().hex[:8]}:&wait_timeout=0.3"
+
+    async def body(store: Store) -> None:
+        assert isinstance(store, RedisStore)
+        await store.create("s1", {})
+        await store.client.initialize()
+        master = store.client.get_node_from_key(store._keys("s1")[0])
+        replica = next(
+            node
+            for node in cluster.nodes
+            if info(node.port, "replication").get("master_port") == str(master.port)
+        )
+        client = redis.Redis(port=replica.port)
+        blocked = asyncio.create_task(
+            asyncio.to_thread(client.execute_command, "DEBUG", "SLEEP", 1.5)
+        )
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas confirmed"):
+            await store.append("s1", pair("unconfirmed"), 0)
+        assert time.monotonic() - started < 1.2
+        await blocked
+        client.close()
+        conversation = await store.load("s1")  # it did reach the master
+        assert conversation is not None and conversation.version == 1
+        assert await store.append("s1", pair("confirmed"), 1) == 2
+        await store.drop()  # type: ignore[attr-defined]
+
+    asyncio.run(opened(url, body))
