@@ -32,7 +32,7 @@ from servers import free_port
 
 from agentsession import Message, StoreUnavailable
 from agentsession.stores import Store, open_store
-from agentsession.stores.redis import RedisStore, _shard_tags
+from agentsession.stores.redis import NotReplicated, RedisStore, _shard_tags
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -448,6 +448,7 @@ class TurnLoop:
         self.unavailable: list[StoreUnavailable] = []
         self.other: list[BaseException] = []
         self.stop = asyncio.Event()
+        self.slowest = 0.0  # seconds, the longest attempt at a turn
 
     async def turn(self, store: Store, tag: str) -> None:
         begun = await store.begin_turn(self.session_id, 2)
@@ -467,6 +468,7 @@ class TurnLoop:
         n = 0
         while not self.stop.is_set():
             n += 1
+            started = time.monotonic()
             try:
                 await self.turn(store, f"t{n}")
             except StoreUnavailable as exc:
@@ -475,6 +477,8 @@ class TurnLoop:
             except Exception as exc:  # anything else is a failure of the test
                 self.other.append(exc)
                 await asyncio.sleep(0.1)
+            finally:
+                self.slowest = max(self.slowest, time.monotonic() - started)
 
     async def until(self, more: int, seconds: float) -> None:
         goal = len(self.acked) + more
@@ -492,6 +496,10 @@ def assert_kept(loop: TurnLoop, conversation: Any) -> None:
     assert len(messages) % 2 == 0, "a half turn was recorded"
     stored = [m.content for m in messages[::2]]
     assert [m.content for m in messages[1::2]] == [f"re {tag}" for tag in stored]
+    kinds = sorted({str(exc).split(":")[-1].strip()[:60] for exc in loop.unavailable})
+    print(f"{len(loop.acked)} turns acknowledged, {len(loop.unavailable)} refused: {kinds}")
+    print(f"slowest attempt {loop.slowest:.2f} s")
+    assert loop.slowest < 10, "a request hung through the failover"
     missing = [tag for tag in loop.acked if tag not in stored]
     assert not missing, f"acknowledged turns lost in the failover: {missing}"
     assert not loop.other, loop.other
@@ -510,14 +518,26 @@ def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
             await store.client.initialize()
             node = store.client.get_node_from_key(store._keys("s1")[0])
             victim = cluster.by_port(int(node.port))
+            heir = next(
+                other
+                for other in cluster.nodes
+                if info(other.port, "replication").get("master_port") == str(victim.port)
+            )
             await asyncio.to_thread(victim.kill)  # kill -9 the conversation's master
             started = time.monotonic()
             while not loop.unavailable:
                 assert time.monotonic() - started < 20, "the outage was never seen"
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            acked_while_down = len(loop.acked)
             # its replica takes over; with no replica of its own yet, a write cannot be
             # confirmed (WAIT 1): 503s, until the old master is back, as a replica
-            await asyncio.sleep(3 * NODE_TIMEOUT_MS / 1000)
+            await asyncio.to_thread(
+                wait_until, lambda: info(heir.port, "replication")["role"] == "master", "failover"
+            )
+            await asyncio.sleep(3)  # past the 2 s lease of a turn the kill cut off
+            assert len(loop.acked) == acked_while_down, "acknowledged with no replica"
+            assert any(isinstance(exc, NotReplicated) for exc in loop.unavailable)
             victim.start()
             await loop.until(20, 60)
             loop.stop.set()
@@ -544,9 +564,14 @@ def test_sentinel_failover_loses_no_acknowledged_turn() -> None:
             while not loop.unavailable:
                 assert time.monotonic() - started < 20, "the outage was never seen"
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            acked_while_down = len(loop.acked)
             await asyncio.to_thread(
                 wait_until, lambda: setup.master_port() != first, "the sentinels' failover"
             )
+            await asyncio.sleep(3)  # the new master has no replica yet: nothing is confirmed
+            assert len(loop.acked) == acked_while_down, "acknowledged with no replica"
+            assert any(isinstance(exc, NotReplicated) for exc in loop.unavailable)
             victim.start()  # the sentinels turn it into the new master's replica
             await loop.until(20, 60)
             loop.stop.set()
