@@ -403,6 +403,11 @@ class RedisStore(Store):
         self._node_kwargs: dict[str, Any] = {}
         self.client: Any
         kind = urlsplit(url).scheme.partition("+")[2] if url else ""
+        if kind not in ("", "cluster", "sentinel"):
+            raise ConfigurationError(
+                f"{redact_url(url or '')}: Redis URLs are redis://, redis+cluster:// and "
+                "redis+sentinel:// (rediss for TLS)"
+            )
         if client is not None:
             if url is not None:
                 raise ConfigurationError("give RedisStore a url or a client, not both")
@@ -618,6 +623,14 @@ class RedisStore(Store):
             if isinstance(replicas, Exception):
                 raise replicas
             if int(replicas) < self.wait_replicas:
+                logger.warning(
+                    "Redis at %s: %d of %d replicas confirmed a write within %g s; "
+                    "answering StoreUnavailable",
+                    self._display,
+                    int(replicas),
+                    self.wait_replicas,
+                    self.wait_timeout,
+                )
                 raise NotReplicated(
                     f"Redis at {self._display}: a write reached the master but "
                     f"{int(replicas)} of {self.wait_replicas} replicas confirmed it within "

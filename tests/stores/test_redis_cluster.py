@@ -413,6 +413,8 @@ def test_urls_and_errors_name_no_password() -> None:
 
     with pytest.raises(ConfigurationError, match="database 0 only"):
         open_store("redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001/3")
+    with pytest.raises(ConfigurationError, match="redis\\+sentinel://"):
+        open_store("redis+sentinal://:pw@127.0.0.1:26379/mymaster")
     with pytest.raises(ConfigurationError, match="SERVICE"):
         open_store("redis+sentinel://127.0.0.1:26379/")
     with pytest.raises(ConfigurationError, match="prefix"):
