@@ -30,7 +30,8 @@ import test_turn_protocol
 from conftest import servers_required
 from servers import free_port
 
-from agentsession import Message, StoreUnavailable
+from agentsession import AsyncSessionManager, Message, SessionBusy, StoreUnavailable
+from agentsession.offline import offline_agent_factory
 from agentsession.stores import Store, open_store
 from agentsession.stores.redis import NotReplicated, RedisStore, _shard_tags
 
@@ -492,6 +493,31 @@ class TurnLoop:
             await asyncio.sleep(0.05)
 
 
+class ManagerLoop(TurnLoop):
+    """Turns through ``AsyncSessionManager.send``, as a web request runs them."""
+
+    async def turn(self, store: Store, tag: str) -> None:
+        try:
+            await self.manager.send(self.session_id, tag)
+        except SessionBusy:  # the lease of a turn the outage cut off: it expires
+            await asyncio.sleep(0.1)
+            return
+        self.acked.append(tag)
+
+    async def run(self, store: Store) -> None:
+        self.manager = AsyncSessionManager(offline_agent_factory(), store, lease_ttl=2)
+        await super().run(store)
+
+    async def check(self) -> None:
+        history = await self.manager.history(self.session_id)
+        users = [m.content for m in history if m.role == "user"]
+        missing = [tag for tag in self.acked if tag not in users]
+        assert not missing, f"acknowledged turns lost in the failover: {missing}"
+        assert not self.other, self.other
+        assert self.unavailable, "the manager's requests never saw the failover"
+        assert self.slowest < 10
+
+
 def assert_kept(loop: TurnLoop, conversation: Any) -> None:
     assert conversation is not None
     messages = conversation.messages
@@ -515,8 +541,14 @@ def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
 
         async def scenario(store: Store) -> None:
             assert isinstance(store, RedisStore)
+            # and requests through the manager, on a conversation of the same shard
+            tag = store._shard_tag("s1")
+            same = next(f"m{i}" for i in range(9999) if store._shard_tag(f"m{i}") == tag)
+            via_manager = ManagerLoop(url, same)
             runner = asyncio.create_task(loop.run(store))
+            manager_runner = asyncio.create_task(via_manager.run(store))
             await loop.until(20, 30)
+            await via_manager.until(5, 30)
             await store.client.initialize()
             node = store.client.get_node_from_key(store._keys("s1")[0])
             victim = cluster.by_port(int(node.port))
@@ -542,9 +574,13 @@ def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
             assert any(isinstance(exc, NotReplicated) for exc in loop.unavailable)
             victim.start()
             await loop.until(20, 60)
+            await via_manager.until(5, 60)
             loop.stop.set()
+            via_manager.stop.set()
             await runner
+            await manager_runner
             assert_kept(loop, await store.load("s1"))
+            await via_manager.check()
             assert info(victim.port, "replication")["role"] == "slave"
 
         asyncio.run(opened(url, scenario))
