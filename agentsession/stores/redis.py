@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import functools
+import os
 import secrets
 import time
 import zlib
@@ -658,8 +658,10 @@ class RedisStore(Store):
         """Let the cluster client learn where ``key``'s slot is served now (it follows MOVED
         and reloads the slot map after connection errors)."""
         if self.cluster:
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                await self.client.exists(key)
+            try:
+                await self.client.type(key)  # one key: the client's own redirection path
+            except Exception as exc:  # best effort: the caller raises its own error
+                logger.debug("Redis Cluster at %s: refreshing the slot map: %r", self._display, exc)
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -672,6 +674,14 @@ class RedisStore(Store):
             raise StoreUnavailable(f"Redis at {self._display} is failing over: {exc}") from exc
         except RedisClusterException as exc:  # no node reachable, slots not all covered, …
             raise StoreUnavailable(f"Redis Cluster at {self._display}: {exc}") from exc
+        except AttributeError as exc:
+            if not (self.cluster and _raised_in_redis_py(exc)):
+                raise
+            # redis-py's cluster client closes every connection when it reloads the slot map
+            # during a failover, including one another request is using at that moment
+            raise StoreUnavailable(
+                f"Redis Cluster at {self._display}: a connection was closed mid-request"
+            ) from exc
         except RedisError as exc:
             if "DB index is out of range" in str(exc):  # the URL's /N, refused on connect
                 raise ConfigurationError(
@@ -1089,6 +1099,13 @@ def _describe(client: Any) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and f"{os.sep}redis{os.sep}" in frame.tb_frame.f_code.co_filename
 
 
 def _glob_escape(text: str) -> str:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -479,6 +480,7 @@ class TurnLoop:
                 await asyncio.sleep(0.1)
             except Exception as exc:  # anything else is a failure of the test
                 self.other.append(exc)
+                traceback.print_exc()
                 await asyncio.sleep(0.1)
             finally:
                 self.slowest = max(self.slowest, time.monotonic() - started)
