@@ -255,14 +255,15 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
     except ValueError:
         return REDACTED
     userinfo, at, hostport = parts.netloc.rpartition("@")
+    # several hosts for a cluster or Sentinel: h1:7000,h2:7001
+    ports = [host.rpartition("]")[2].partition(":")[2] for host in hostport.split(",")]
     netloc = parts.netloc
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{hostport}"
-    if port_text and not port_text.isdigit():  # not host:port: a password cut short by '#'…
+    if any(port and not port.isdigit() for port in ports):  # a password cut short by '#'…
         netloc = REDACTED
     pairs = []
     for pair in parts.query.split("&") if parts.query else ():

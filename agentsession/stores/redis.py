@@ -1,22 +1,38 @@
-"""Redis store (``redis://``, ``rediss://``, ``unix://``) on ``redis.asyncio``.
+"""Redis store on ``redis.asyncio``: a single node (``redis://``, ``rediss://``, ``unix://``),
+Redis Cluster (``redis+cluster://``) and Sentinel (``redis+sentinel://``).
 
 Per conversation: a hash (version, count, metadata, timestamps) and a list of encoded
 messages, both under one hash tag; a sorted set indexes conversations by last update for
 ``list`` and ``gc``. Every write is one Lua script, so a turn is atomic and checks the
-version in the same round trip. Tested against a single Redis 7 node.
+version in the same round trip. Tested against a single Redis 7 node, a 3-master cluster
+and a Sentinel-managed master with a replica.
+
+On a cluster every key a script touches must live in one hash slot. A conversation's keys
+and its entry of the index are therefore tagged with one of ``shards`` hash tags (``{7.12}``)
+chosen by the session id, each shard with its own index: a turn stays one single-slot script
+(moving the index update into a second command would leave a conversation unlisted if the
+process died in between), and ``list``/``gc`` read every shard's index (one round trip per
+master). ``rename`` between two shards copies, then deletes the original if it did not
+change meanwhile (see ``_rename_across``).
 
 URL options: ``?prefix=agentsession:`` (key namespace), ``?ttl=SECONDS`` (idle expiry,
-refreshed on every write), plus redis-py's own (``socket_timeout``, …).
+refreshed on every write), ``?wait_replicas=N`` and ``?wait_timeout=SECONDS`` (a write is
+acknowledged once N replicas have it: default 1 on a cluster or Sentinel, 0 on a single
+node), ``?shards=64`` (cluster only), plus redis-py's own (``socket_timeout``, …).
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import functools
+import os
 import secrets
 import time
+import zlib
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import (
     ConfigurationError,
@@ -38,15 +54,34 @@ from .base import (
     Store,
     StoredTurn,
     TurnKey,
+    logger,
     redact_url,
+    seconds_option,
     take_url_options,
+    url_port,
 )
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    from redis.asyncio.connection import parse_url
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
+    from redis.commands.core import AsyncScript
+    from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+    from redis.exceptions import (
+        AskError,
+        ClusterDownError,
+        ClusterError,
+        NoScriptError,
+        ReadOnlyError,
+        RedisClusterException,
+        RedisError,
+        SlotNotCoveredError,
+        TryAgainError,
+    )
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -271,9 +306,74 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: meta, messages, lease, turn keys, journal, index. ARGV: session id. (Replaces the
+# MULTI of a single node where a write must be followed by WAIT, or on a cluster.)
+_DELETE = """
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+return existed
+"""
+
+# A rename across two cluster slots, in three single-slot steps (see _rename_across).
+# 1. KEYS: meta, messages, turn keys: the conversation as it is, or false
+_SNAPSHOT = """
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return false end
+return {meta, redis.call('LRANGE', KEYS[2], 0, -1), redis.call('HGETALL', KEYS[3]),
+        redis.call('PTTL', KEYS[1])}
+"""
+
+# 2. KEYS: new meta, new messages, new turn keys, new index. ARGV: new id, pttl (<= 0: none),
+# number of meta items, number of turn-key items, meta items…, turn-key items…, messages…
+_RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+local at, stop = 5, 4 + tonumber(ARGV[3])
+for i = at, stop, 1000 do redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, stop))) end
+at, stop = stop + 1, stop + tonumber(ARGV[4])
+for i = at, stop, 1000 do redis.call('HSET', KEYS[3], unpack(ARGV, i, math.min(i + 999, stop))) end
+for i = stop + 1, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+local new = redis.call('HINCRBY', KEYS[1], 'version', 1)
+if tonumber(ARGV[2]) > 0 then
+    for i = 1, 3 do
+        if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+    end
+end
+redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[1], 'updated'), ARGV[1])
+return new
+"""
+
+# 3. KEYS: meta, messages, turn keys, journal, index. ARGV: id, the version copied. Deletes the
+# original only if no write landed since the snapshot (-1: gone, 0: changed, 1: deleted)
+_DROP_IF = """
+local version = redis.call('HGET', KEYS[1], 'version')
+if not version then return -1 end
+if tonumber(version) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return 1
+"""
+
+
+_RETRIED = [RedisConnectionError, RedisTimeoutError]
+# what a cluster or Sentinel says while it fails over: the store is unavailable for a while
+_TRANSIENT = (ClusterError, TryAgainError, SlotNotCoveredError, ReadOnlyError)
+_OWN_OPTIONS = ("prefix", "ttl", "wait_replicas", "wait_timeout", "shards", "sentinel_password")
+DEFAULT_SHARDS = 64
+"""Hash tags a cluster store spreads its conversations over (``?shards=``)."""
+
+
+class NotReplicated(StoreUnavailable):
+    """A write reached the master but fewer replicas than ``wait_replicas`` confirmed it in
+    ``wait_timeout``: it may or may not survive a failover, so it is not acknowledged."""
+
 
 class RedisStore(Store):
-    schemes = ("redis", "rediss", "unix")
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel",
+               "rediss+sentinel")  # fmt: skip
 
     def __init__(
         self,
@@ -282,15 +382,42 @@ class RedisStore(Store):
         prefix: str = "agentsession:",
         socket_timeout: float = 5.0,
         client: aioredis.Redis | None = None,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 1.0,
+        shards: int = DEFAULT_SHARDS,
+        sentinel_password: str | None = None,
         **options: Any,
     ) -> None:
-        """``url`` (default ``redis://127.0.0.1:6379/0``), or ``client``: a ``redis.asyncio.Redis``
+        """``url`` (default ``redis://127.0.0.1:6379/0``; ``redis+cluster://h:p,h:p`` and
+        ``redis+sentinel://h:p,h:p/service/db`` too), or ``client``: a ``redis.asyncio.Redis``
         the application already has. The store uses that client as configured (its timeouts and
-        retries) and leaves it open on ``close()``: whoever made it closes it."""
+        retries) and leaves it open on ``close()``: whoever made it closes it.
+
+        ``wait_replicas``: after each write, wait until that many replicas have it (``WAIT``)
+        before acknowledging it; default 1 on a cluster or Sentinel, 0 on a single node."""
         super().__init__(**options)
         self.prefix = prefix
-        self._options = {"prefix": prefix, "socket_timeout": socket_timeout, **options}
+        self._options = {
+            "prefix": prefix,
+            "socket_timeout": socket_timeout,
+            "wait_replicas": wait_replicas,
+            "wait_timeout": wait_timeout,
+            "shards": shards,
+            "sentinel_password": sentinel_password,
+            **options,
+        }
         self._url = url
+        self.wait_timeout = wait_timeout
+        self._sentinel: Sentinel | None = None
+        self._node_clients: dict[str, aioredis.Redis] = {}
+        self._node_kwargs: dict[str, Any] = {}
+        self.client: Any
+        kind = urlsplit(url).scheme.partition("+")[2] if url else ""
+        if kind not in ("", "cluster", "sentinel"):
+            raise ConfigurationError(
+                f"{redact_url(url or '')}: Redis URLs are redis://, redis+cluster:// and "
+                "redis+sentinel:// (rediss for TLS)"
+            )
         if client is not None:
             if url is not None:
                 raise ConfigurationError("give RedisStore a url or a client, not both")
@@ -300,15 +427,36 @@ class RedisStore(Store):
         else:
             url = url or "redis://127.0.0.1:6379/0"
             self._display = redact_url(url)
-            self.client = aioredis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=min(socket_timeout, 2.0),
-                health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            timeouts: dict[str, Any] = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": min(socket_timeout, 2.0),
+            }
+            if kind == "cluster":
+                self.client = self._cluster_client(url, timeouts)
+            elif kind == "sentinel":
+                self.client = self._sentinel_client(url, timeouts, sentinel_password)
+            else:
+                self.client = aioredis.Redis.from_url(
+                    url,
+                    **timeouts,
+                    health_check_interval=30,
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                    retry_on_error=_RETRIED,
+                )
             self._owns_client = True
+        self.cluster = kind == "cluster"
+        if self.cluster and ("{" in prefix or "}" in prefix):
+            raise ConfigurationError(
+                f"?prefix={prefix} in {self._display}: a cluster store's prefix cannot hold "
+                "'{' or '}' (its keys carry hash tags of their own)"
+            )
+        if not 1 <= shards <= 1024:
+            raise ConfigurationError(f"?shards={shards}: use a number from 1 to 1024")
+        self.shards = shards
+        self._shard_tags = _shard_tags(shards) if self.cluster else ()
+        self.wait_replicas = (1 if kind else 0) if wait_replicas is None else wait_replicas
+        if self.wait_replicas < 0:
+            raise ConfigurationError(f"?wait_replicas={wait_replicas}: use 0 or more")
         self._append = self.client.register_script(_APPEND)
         self._create = self.client.register_script(_CREATE)
         self._bump_script = self.client.register_script(_BUMP)
@@ -323,55 +471,236 @@ class RedisStore(Store):
         self._journal_write = self.client.register_script(_JOURNAL_WRITE)
         self._journal_read = self.client.register_script(_JOURNAL_READ)
         self._truncate = self.client.register_script(_TRUNCATE)
+        self._delete = self.client.register_script(_DELETE)
+        self._snapshot = self.client.register_script(_SNAPSHOT)
+        self._restore = self.client.register_script(_RESTORE)
+        self._drop_if = self.client.register_script(_DROP_IF)
+
+    def _cluster_client(self, url: str, timeouts: dict[str, Any]) -> RedisCluster:
+        hosts, kwargs = _multi_host_kwargs(url, urlsplit(url).path)
+        if kwargs.pop("db", 0):
+            raise ConfigurationError(f"{redact_url(url)}: a Redis Cluster has database 0 only")
+        if kwargs.pop("connection_class", None) is not None:  # rediss+cluster
+            kwargs["ssl"] = True
+        kwargs = {**timeouts, **kwargs}
+        self._node_kwargs = kwargs
+        # redis-py follows MOVED/ASK itself, and on connection errors and CLUSTERDOWN
+        # reloads the slot map and retries (twice here, with backoff) before giving up
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            **kwargs,
+        )
+
+    def _sentinel_client(
+        self, url: str, timeouts: dict[str, Any], sentinel_password: str | None
+    ) -> aioredis.Redis:
+        hosts, kwargs = _multi_host_kwargs(url)
+        path = [part for part in urlsplit(url).path.split("/") if part]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ConfigurationError(
+                f"{redact_url(url)}: name the master's service, and optionally a database: "
+                "redis+sentinel://host:port[,host:port]/SERVICE[/DB]"
+            )
+        kwargs["db"] = int(path[1]) if len(path) == 2 else 0
+        if kwargs.pop("connection_class", None) is not None:  # rediss+sentinel
+            kwargs["ssl"] = True
+        sentinel_kwargs = dict(timeouts)
+        if sentinel_password:
+            sentinel_kwargs["password"] = sentinel_password
+        self._sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        # the pool asks the sentinels for the master on every new connection, and a master
+        # that turned replica (READONLY) drops its connection: a retry reaches the new master
+        master: aioredis.Redis = self._sentinel.master_for(
+            path[0],
+            redis_class=aioredis.Redis,
+            **{**timeouts, **kwargs},
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=_RETRIED,
+        )
+        return master
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
-        rest, own = take_url_options(url, ("prefix", "ttl"))
-        parts = urlsplit(rest)
-        database = parts.path.strip("/") if parts.scheme != "unix" else ""
-        if database and not (database.isdigit() and database.isascii()):
-            raise ConfigurationError(
-                f"the Redis database in {redact_url(url)} is {database!r}: use a number "
-                "from 0 to the server's `databases` setting minus one (16 databases by default)"
+        scheme = urlsplit(url).scheme
+        if "+" in scheme:
+            _hosts(url)  # a port that cannot work says so now
+            parts = urlsplit(url)
+            query = parse_qsl(parts.query)
+            own: dict[str, Any] = {k: v for k, v in query if k in _OWN_OPTIONS}
+            if "ttl" in own:
+                own["ttl"] = seconds_option("ttl", own["ttl"], url)
+            rest = urlunsplit(
+                parts._replace(query=urlencode([(k, v) for k, v in query if k not in own]))
             )
+        else:
+            rest, own = take_url_options(url, _OWN_OPTIONS)
+            parts = urlsplit(rest)
+            database = parts.path.strip("/") if parts.scheme != "unix" else ""
+            if database and not (database.isdigit() and database.isascii()):
+                raise ConfigurationError(
+                    f"the Redis database in {redact_url(url)} is {database!r}: use a number "
+                    "from 0 to the server's `databases` setting minus one (16 databases by "
+                    "default)"
+                )
+        if "wait_timeout" in own:
+            own["wait_timeout"] = seconds_option("wait_timeout", own["wait_timeout"], url)
+        for name in ("wait_replicas", "shards"):
+            if name in own:
+                if not own[name].isdigit():
+                    raise ConfigurationError(
+                        f"?{name}={own[name]} in {redact_url(url)} is not a whole number"
+                    )
+                own[name] = int(own[name])
         return cls(rest, **{**own, **options})
 
     def for_loop(self) -> RedisStore | None:
         """A twin with a client of its own (redis.asyncio's connections belong to one loop);
         None for a client the application passed in."""
-        if not self._owns_client:
-            return None
+        if not self._owns_client or self.cluster or self._sentinel is not None:
+            return None  # a cluster's or Sentinel's client discovers nodes: kept to one loop
         twin = type(self)(self._url, **self._options)
         twin.codec = self.codec
         return twin
 
     # -- keys and plumbing ---------------------------------------------------------
 
+    def _tag(self, session_id: str) -> str:
+        if not self.cluster:  # one hash tag per conversation keeps its keys in one slot
+            return f"{self.prefix}{{{session_id}}}"
+        # the conversation's shard: its keys and its index entry share the shard's slot
+        return f"{self.prefix}{{{self._shard_tag(session_id)}}}:{session_id}"
+
+    def _shard_tag(self, session_id: str) -> str:
+        return self._shard_tags[zlib.crc32(session_id.encode()) % self.shards]
+
     def _keys(self, session_id: str) -> tuple[str, str]:
-        # one hash tag per conversation keeps its keys in one slot
-        return f"{self.prefix}{{{session_id}}}:meta", f"{self.prefix}{{{session_id}}}:messages"
+        tag = self._tag(session_id)
+        return f"{tag}:meta", f"{tag}:messages"
 
     @property
     def _index(self) -> str:
         return f"{self.prefix}index"
 
+    def _index_of(self, session_id: str) -> str:
+        """The index holding ``session_id``: the one index, or its shard's on a cluster."""
+        if not self.cluster:
+            return self._index
+        return f"{self.prefix}{{{self._shard_tag(session_id)}}}:index"
+
+    def _shard_indexes(self) -> builtins.list[str]:
+        return [f"{self.prefix}{{{tag}}}:index" for tag in self._shard_tags]
+
     def _lease_key(self, session_id: str) -> str:
-        return f"{self.prefix}{{{session_id}}}:lease"
+        return f"{self._tag(session_id)}:lease"
 
     def _turn_keys(self, session_id: str) -> str:
-        return f"{self.prefix}{{{session_id}}}:turn-keys"
+        return f"{self._tag(session_id)}:turn-keys"
 
     def _journal(self, session_id: str) -> str:
-        return f"{self.prefix}{{{session_id}}}:journal"
+        return f"{self._tag(session_id)}:journal"
 
     def _ttl_ms(self) -> int:
         return 0 if self.ttl is None else max(1, int(self.ttl * 1000))
 
+    def _write(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """Run a writing script; with ``wait_replicas``, acknowledged only once replicated."""
+        if not self.wait_replicas:  # a single node: one round trip, as it always was
+            return script(keys=keys, args=args)
+        return self._replicated(script, keys, args)
+
+    async def _replicated(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """The script and ``WAIT`` in one pipeline: ``WAIT`` counts the replicas that have the
+        writes of *its own connection*, so both go down the same one, to the master that
+        serves the keys' slot (on a cluster a plain connection to that node: a cluster client
+        would route a key-less ``WAIT`` to any node)."""
+        for attempt in range(4):
+            target = await self._master_of(keys[0])
+            pipe = target.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
+            try:
+                reply, replicas = await pipe.execute(raise_on_error=False)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                await self._refresh(keys[0])  # the next call finds the new master
+                raise
+            if isinstance(reply, NoScriptError):  # a node that never saw it (new, promoted)
+                await target.script_load(script.script)
+                continue
+            if self.cluster and isinstance(reply, (AskError, TryAgainError, ClusterDownError)):
+                await self._refresh(keys[0])  # MOVED (an AskError too), a slot migrating
+                await asyncio.sleep(0.05 * attempt)
+                continue
+            if isinstance(reply, ReadOnlyError):  # a demoted master: find the new one
+                await self._refresh(keys[0])
+                raise reply
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(replicas, Exception):
+                raise replicas
+            if int(replicas) < self.wait_replicas:
+                logger.warning(
+                    "Redis at %s: %d of %d replicas confirmed a write within %g s; "
+                    "answering StoreUnavailable",
+                    self._display,
+                    int(replicas),
+                    self.wait_replicas,
+                    self.wait_timeout,
+                )
+                raise NotReplicated(
+                    f"Redis at {self._display}: a write reached the master but "
+                    f"{int(replicas)} of {self.wait_replicas} replicas confirmed it within "
+                    f"{self.wait_timeout:g} s; it is not acknowledged and may or may not last"
+                )
+            return reply
+        raise StoreUnavailable(f"Redis at {self._display}: the keys' slot kept moving")
+
+    async def _master_of(self, key: str) -> aioredis.Redis:
+        if not self.cluster:
+            client: aioredis.Redis = self.client
+            return client
+        await self.client.initialize()  # a no-op once the slot map is loaded
+        node = self.client.get_node_from_key(key)
+        found = self._node_clients.get(node.name)
+        if found is None:
+            no_retry = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 0)
+            found = aioredis.Redis(
+                host=node.host, port=node.port, **self._node_kwargs, retry=no_retry
+            )
+            self._node_clients[node.name] = found
+        return found
+
+    async def _refresh(self, key: str) -> None:
+        """Let the cluster client learn where ``key``'s slot is served now (it follows MOVED
+        and reloads the slot map after connection errors)."""
+        if self.cluster:
+            try:
+                await self.client.type(key)  # one key: the client's own redirection path
+            except Exception as exc:  # best effort: the caller raises its own error
+                logger.debug("Redis Cluster at %s: refreshing the slot map: %r", self._display, exc)
+
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
+        except StoreUnavailable:
+            raise
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"Redis at {self._display} is unavailable: {exc}") from exc
+        except _TRANSIENT as exc:
+            raise StoreUnavailable(f"Redis at {self._display} is failing over: {exc}") from exc
+        except RedisClusterException as exc:  # no node reachable, slots not all covered, …
+            raise StoreUnavailable(f"Redis Cluster at {self._display}: {exc}") from exc
+        except AttributeError as exc:
+            if not (self.cluster and _raised_in_redis_py(exc)):
+                raise
+            # redis-py's cluster client closes every connection when it reloads the slot map
+            # during a failover, including one another request is using at that moment
+            raise StoreUnavailable(
+                f"Redis Cluster at {self._display}: a connection was closed mid-request"
+            ) from exc
         except RedisError as exc:
             if "DB index is out of range" in str(exc):  # the URL's /N, refused on connect
                 raise ConfigurationError(
@@ -423,9 +752,9 @@ class RedisStore(Store):
 
     async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
         meta, messages = self._keys(session_id)
-        keys = [meta, messages, self._index, self._turn_keys(session_id)]
+        keys = [meta, messages, self._index_of(session_id), self._turn_keys(session_id)]
         args: list[Arg] = [keep, expected_version, time.time(), self._ttl_ms(), session_id]
-        status, version = await self._call(self._truncate(keys=keys, args=args))
+        status, version = await self._call(self._write(self._truncate, keys, args))
         if status == -1:
             raise SessionNotFound(session_id)
         if status == -2:
@@ -450,7 +779,8 @@ class RedisStore(Store):
             session_id,
             self.codec.dump_metadata(metadata),
         ]
-        created = await self._call(self._create(keys=[meta, messages, self._index], args=args))
+        keys = [meta, messages, self._index_of(session_id)]
+        created = await self._call(self._write(self._create, keys, args))
         if not created:
             raise ConflictError(f"session {session_id!r} already exists")
 
@@ -499,8 +829,14 @@ class RedisStore(Store):
             int(TURN_KEY_TTL * 1000),
             *bodies,
         ]
-        keys = [meta, stored, self._index, self._lease_key(session_id), self._turn_keys(session_id)]
-        status, version = await self._call(self._append(keys=keys, args=args))
+        keys = [
+            meta,
+            stored,
+            self._index_of(session_id),
+            self._lease_key(session_id),
+            self._turn_keys(session_id),
+        ]
+        status, version = await self._call(self._write(self._append, keys, args))
         if status == -1:
             raise SessionNotFound(session_id)
         if status == -3:
@@ -530,8 +866,8 @@ class RedisStore(Store):
     async def _bump(self, session_id: str, mode: str, metadata: str = "") -> int:
         meta, messages = self._keys(session_id)
         args: list[Arg] = [time.time(), self._ttl_ms(), session_id, mode, metadata]
-        keys = [meta, messages, self._index, self._turn_keys(session_id)]
-        version = await self._call(self._bump_script(keys=keys, args=args))
+        keys = [meta, messages, self._index_of(session_id), self._turn_keys(session_id)]
+        version = await self._call(self._write(self._bump_script, keys, args))
         if version == -1:
             raise SessionNotFound(session_id)
         return int(version)
@@ -544,6 +880,16 @@ class RedisStore(Store):
 
     async def delete(self, session_id: str) -> bool:
         meta, messages = self._keys(session_id)
+        if self.cluster or self.wait_replicas:
+            keys = [
+                meta,
+                messages,
+                self._lease_key(session_id),
+                self._turn_keys(session_id),
+                self._journal(session_id),
+                self._index_of(session_id),
+            ]
+            return bool(await self._call(self._write(self._delete, keys, [session_id])))
         pipe = self.client.pipeline(transaction=True)
         pipe.exists(meta)
         pipe.delete(
@@ -558,27 +904,72 @@ class RedisStore(Store):
         return bool(existed)
 
     async def rename(self, session_id: str, new_session_id: str) -> None:
+        if self.cluster and self._shard_tag(session_id) != self._shard_tag(new_session_id):
+            await self._call(self._rename_across(session_id, new_session_id))
+            return
         keys = [
             *self._keys(session_id),
             *self._keys(new_session_id),
-            self._index,
+            self._index_of(session_id),
             self._turn_keys(session_id),
             self._turn_keys(new_session_id),
             self._journal(session_id),
         ]
         args: list[Arg] = [session_id, new_session_id]
-        # the two conversations live in different slots: one node only (see module docstring)
-        outcome = await self._call(self._rename(keys=keys, args=args))
+        # one slot (a single node, or both ids in one cluster shard): one atomic script
+        outcome = await self._call(self._write(self._rename, keys, args))
         if outcome == -1:
             raise SessionNotFound(session_id)
         if outcome == -2:
             raise ConflictError(f"session {new_session_id!r} already exists")
 
+    async def _rename_across(self, session_id: str, new_session_id: str) -> None:
+        """Rename between two cluster slots: no script can span them, so copy, then delete.
+
+        1. snapshot the conversation (read only); 2. write the copy under the new id, in the
+        new id's slot, unless that id exists; 3. delete the original, only if its version is
+        still the snapshot's. If a write landed in between, step 3 refuses: the copy is
+        deleted and the rename starts again (3 tries, then ``ConflictError``), so no turn
+        acknowledged on the old id is lost. A crash between steps 2 and 3 leaves both: the
+        original, whole and still in use under the old id (the caller saw no success), and an
+        unreferenced copy under the new id, which idles until ``gc`` or the TTL removes it.
+        """
+        old_meta, old_messages = self._keys(session_id)
+        new_meta, new_messages = self._keys(new_session_id)
+        old_keys = [old_meta, old_messages, self._turn_keys(session_id)]
+        new_keys = [new_meta, new_messages, self._turn_keys(new_session_id)]
+        for _ in range(3):
+            found = await self._snapshot(keys=old_keys)
+            if not found:
+                raise SessionNotFound(session_id)
+            flat, bodies, turn_keys, pttl = found
+            meta = dict(zip(flat[::2], flat[1::2], strict=True))
+            copied = int(meta[b"version"])
+            args: list[Arg] = [new_session_id, int(pttl), len(flat), len(turn_keys)]
+            args += [*flat, *turn_keys, *bodies]
+            keys = [*new_keys, self._index_of(new_session_id)]
+            if not await self._write(self._restore, keys, args):
+                raise ConflictError(f"session {new_session_id!r} already exists")
+            drop = [*old_keys, self._journal(session_id), self._index_of(session_id)]
+            outcome = await self._write(self._drop_if, drop, [session_id, copied])
+            if outcome == 1:
+                return
+            # the original changed (or went) meanwhile: take the copy back
+            undo = [*new_keys, self._journal(new_session_id), self._index_of(new_session_id)]
+            await self._write(self._drop_if, undo, [new_session_id, copied + 1])
+            if outcome == -1:
+                raise SessionNotFound(session_id)
+            logger.info("rename of a Redis Cluster conversation raced a write; trying again")
+        raise ConflictError(f"session {session_id!r} kept changing while it was renamed")
+
     async def list(self, limit: int = 100, offset: int = 0) -> list[SessionInfo]:
         cutoff = "-inf" if self.ttl is None else time.time() - self.ttl
-        ids = await self._call(
-            self.client.zrevrangebyscore(self._index, "+inf", cutoff, start=offset, num=limit)
-        )
+        if self.cluster:
+            ids = await self._call(self._cluster_list_ids(cutoff, limit, offset))
+        else:
+            ids = await self._call(
+                self.client.zrevrangebyscore(self._index, "+inf", cutoff, start=offset, num=limit)
+            )
         pipe = self.client.pipeline(transaction=False)
         for raw_id in ids:
             pipe.hgetall(self._keys(_decode(raw_id))[0])
@@ -589,21 +980,50 @@ class RedisStore(Store):
             if raw
         ]
 
+    async def _cluster_list_ids(
+        self, cutoff: float | str, limit: int, offset: int
+    ) -> builtins.list[bytes]:
+        """Every shard's newest ``offset + limit``, merged: each id is in one shard's index
+        only (its shard follows from the id), so none is missed and none comes twice."""
+        if limit <= 0:
+            return []
+        pipe = self.client.pipeline(transaction=False)  # one round trip per master
+        for index in self._shard_indexes():
+            pipe.zrevrangebyscore(index, "+inf", cutoff, start=0, num=offset + limit,
+                                  withscores=True)  # fmt: skip
+        merged = [entry for shard in await pipe.execute() for entry in shard]
+        # a shard's own order: by score, then by member, both descending
+        merged.sort(key=lambda entry: (entry[1], entry[0]), reverse=True)
+        return [member for member, _ in merged[offset : offset + limit]]
+
     async def gc(self, idle_seconds: float | None = None) -> int:
         idle = self.ttl if idle_seconds is None else idle_seconds
         if idle is None:
             return 0
         cutoff = time.time() - idle
+        if self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            indexes = self._shard_indexes()
+            for index in indexes:
+                pipe.zrangebyscore(index, "-inf", f"({cutoff}")
+            shards = await self._call(pipe.execute())
+            removed = 0
+            for index, found in zip(indexes, shards, strict=True):
+                removed += await self._gc_index(index, [_decode(raw) for raw in found], cutoff)
+            return removed
         stale = [
             _decode(raw)
             for raw in await self._call(
                 self.client.zrangebyscore(self._index, "-inf", f"({cutoff}")
             )
         ]
+        return await self._gc_index(self._index, stale, cutoff)
+
+    async def _gc_index(self, index: str, stale: Sequence[str], cutoff: float) -> int:
         removed = 0
         for start in range(0, len(stale), 200):
             batch = stale[start : start + 200]
-            keys = [self._index]
+            keys = [index]
             for session_id in batch:
                 keys += [
                     *self._keys(session_id),
@@ -665,7 +1085,8 @@ class RedisStore(Store):
         """
         pattern = _glob_escape(self.prefix) + "{*"
         keys = await self._call(self._scan(pattern))
-        keys.append(self._index.encode())
+        if not self.cluster:  # a cluster's shard indexes match the pattern
+            keys.append(self._index.encode())
         for start in range(0, len(keys), 500):
             await self._call(self.client.delete(*keys[start : start + 500]))
 
@@ -673,8 +1094,12 @@ class RedisStore(Store):
         return [key async for key in self.client.scan_iter(match=pattern, count=1000)]
 
     async def close(self) -> None:
+        for node in self._node_clients.values():
+            await node.aclose()
         if self._owns_client:  # a client the application passed in stays open
             await self.client.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
 
 def _describe(client: Any) -> str:
@@ -695,9 +1120,63 @@ def _describe(client: Any) -> str:
     return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and f"{os.sep}redis{os.sep}" in frame.tb_frame.f_code.co_filename
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _decode(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _hosts(url: str) -> builtins.list[tuple[str, int]]:
+    """The ``host:port`` list of a cluster or Sentinel URL (``h1:7000,h2:7001``)."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    default = 26379 if "sentinel" in urlsplit(url).scheme else 6379
+    hosts = []
+    for item in netloc.split(","):
+        port = url_port(f"redis://{item}")
+        host = urlsplit(f"redis://{item}").hostname
+        if not host:
+            raise ConfigurationError(f"{redact_url(url)} names no host in {item!r}")
+        hosts.append((host, default if port is None else port))
+    return hosts
+
+
+def _multi_host_kwargs(
+    url: str, path: str = ""
+) -> tuple[builtins.list[tuple[str, int]], dict[str, Any]]:
+    """The hosts of a cluster or Sentinel URL, and redis-py's keyword arguments from the rest
+    (user, password, TLS, ``path`` as the database, query options), as ``redis.asyncio``
+    would read a one-host URL."""
+    parts = urlsplit(url)
+    hosts = _hosts(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    scheme = parts.scheme.partition("+")[0]
+    netloc = f"{userinfo}{at}{hosts[0][0]}:{hosts[0][1]}"
+    single = urlunsplit((scheme, netloc, path, parts.query, ""))
+    kwargs: dict[str, Any] = dict(parse_url(single))
+    for name in ("host", "port", "path"):
+        kwargs.pop(name, None)
+    return hosts, kwargs
+
+
+@functools.lru_cache(maxsize=8)
+def _shard_tags(shards: int) -> tuple[str, ...]:
+    """The hash tag of each of ``shards`` shards: tag ``k`` is the first ``"k.i"`` (i = 0,
+    1, …) whose slot falls in the ``k``-th of ``shards`` equal ranges of the 16384 slots, so
+    the shards spread evenly over masters that own equal slot ranges. Fixed forever: another
+    tag would hide the conversations stored under this one."""
+    tags = []
+    for k in range(shards):
+        i = 0
+        while key_slot(f"{k}.{i}".encode()) * shards // REDIS_CLUSTER_HASH_SLOTS != k:
+            i += 1
+        tags.append(f"{k}.{i}")
+    return tuple(tags)

@@ -328,11 +328,9 @@ def corrupt(kind: str, url: str, store: Any, session_id: str, body: str, what: s
                 else "UPDATE agentsession_conversations SET metadata = ? WHERE session_id = ?",
                 (body, session_id),
             )
-    elif kind == "redis":
-        import redis
-
+    elif kind.startswith("redis"):
         meta_key, messages_key = store._keys(session_id)
-        client = redis.Redis.from_url(url.split("?")[0])
+        client = sync_redis(kind, url)
         try:
             if message:
                 client.lset(messages_key, 0, body)
@@ -355,6 +353,22 @@ def corrupt(kind: str, url: str, store: Any, session_id: str, body: str, what: s
         engine.dispose()
     else:
         raise AssertionError(kind)
+
+
+def sync_redis(kind: str, url: str) -> Any:
+    """A client of its own for the Redis behind a store URL: a node, a cluster, a Sentinel's
+    master (``redis+cluster://h:p,…`` and ``redis+sentinel://h:p,…/service`` URLs)."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.sentinel import Sentinel
+
+    if kind == "redis":
+        return redis.Redis.from_url(url.split("?")[0])
+    netloc, _, path = url.partition("://")[2].partition("/")
+    hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in netloc.split(",")]
+    if kind == "redis-cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts])
+    return Sentinel(hosts).master_for(path.split("?")[0].split("/")[0])
 
 
 @pytest.mark.parametrize("damage", ["invalid json", "newer schema"])
