@@ -150,7 +150,12 @@ def measure(quick: bool) -> list[Table]:
                 "/history",
             ),
         }
-        env_key = {"AGENTSESSION_SECRET_KEY": BENCH_KEY, "SECRET_KEY": BENCH_KEY}
+        # the demo writes its offline replies word by word for the page: not here
+        env_key = {
+            "AGENTSESSION_SECRET_KEY": BENCH_KEY,
+            "SECRET_KEY": BENCH_KEY,
+            "AGENTSESSION_DEMO_DELAY": "0",
+        }
         for server, (command, path, field, store_env, ready) in servers.items():
             for kind, url in stores.items():
                 port = _free_port()
