@@ -66,6 +66,7 @@ def check_catch_up(
     workers: Callable[[Callable[[], Any]], list[SessionManager]],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    catches_up: bool = True,
 ) -> None:
     a, b = workers(factory)
     sid = "alternating"
@@ -76,9 +77,12 @@ def check_catch_up(
     before = b.export(sid)
     reads = Reads(a, monkeypatch)
     reply = a.send(sid, "turn 3")
-    assert reads.loads == 0, "the cached agent was rebuilt from the whole conversation"
-    # it read the last message it knew and b's two turns after it, nothing more
-    assert reads.tails[0] == len(before["messages"]) - known + 1
+    if catches_up:
+        assert reads.loads == 0, "the cached agent was rebuilt from the whole conversation"
+        # it read the last message it knew and b's two turns after it, nothing more
+        assert reads.tails[0] == len(before["messages"]) - known + 1
+    else:  # this version's driver cannot: rebuilt, and still right
+        assert reads.loads == 1
 
     # the caught-up agent answers as an agent rebuilt from the same stored conversation
     with SessionManager(factory, f"sqlite:///{tmp_path / 'rebuilt.db'}") as fresh:
@@ -120,4 +124,13 @@ def test_a_cached_team_catches_up_from_the_new_messages_only(
         if team_family in families_required():
             pytest.fail(f"the {team_family} AutoGen family is required but not installed")
         pytest.skip(f"the {team_family} AutoGen family is not installed in this environment")
-    check_catch_up(offline_team_factory(team_family), workers, monkeypatch, tmp_path)
+    catches_up = True
+    if team_family == "agentchat":  # before 0.4.9 a team's containers are made lazily
+        import autogen_agentchat
+
+        from agentsession.families._gates import AGENTCHAT_TEAM_STATE_REKEYED, at_least, parse
+
+        version = parse(autogen_agentchat.__version__)
+        catches_up = version is not None and at_least(version, AGENTCHAT_TEAM_STATE_REKEYED)
+    factory = offline_team_factory(team_family)
+    check_catch_up(factory, workers, monkeypatch, tmp_path, catches_up)
