@@ -160,7 +160,7 @@ def _no_cache_dir_in_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 # what a "slow" test starts: another Python, a web server, a database, a browser
 _SLOW_PROGRAMS = ("python", "uvicorn", "gunicorn", "chromium", "redis-server", "pg_ctl", "postgres",
-                  "mysqld", "mariadbd")  # fmt: skip
+                  "mysqld", "mariadbd", "pgbouncer")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

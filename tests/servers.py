@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,3 +68,94 @@ def server(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
+
+
+def find_pgbouncer() -> str | None:
+    """The pgbouncer program (Debian installs it in /usr/sbin, not on every user's PATH)."""
+    found = shutil.which("pgbouncer")
+    if found is None and os.access("/usr/sbin/pgbouncer", os.X_OK):
+        found = "/usr/sbin/pgbouncer"
+    return found
+
+
+@contextmanager
+def pgbouncer(
+    *,
+    listen: str = "127.0.0.1",
+    pool_size: int = 2,
+    upstream: tuple[str, int] = ("127.0.0.1", 5432),
+    database: str = "test",
+    user: str = "postgres",
+    max_client_conn: int = 200,
+) -> Iterator[int]:
+    """A pgbouncer of the test's own, transaction pooling, on a free port of ``listen``.
+
+    It yields the port and is killed on exit. pgbouncer refuses to run as root: started by
+    root, it switches to the ``postgres`` account (or ``nobody``), which owns its directory.
+    """
+    program = find_pgbouncer()
+    if program is None:
+        raise FileNotFoundError("pgbouncer is not installed (apt-get install pgbouncer)")
+    root = Path(tempfile.mkdtemp(prefix="agentsession-pgbouncer-"))
+    port = free_port_on(listen)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        account = "postgres"
+        try:
+            entry = pwd.getpwnam(account)
+        except KeyError:
+            account, entry = "nobody", pwd.getpwnam("nobody")
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        as_user = ["-u", account]
+    (root / "users.txt").write_text(f'"{user}" ""\n')
+    host, upstream_port = upstream
+    (root / "pgbouncer.ini").write_text(
+        textwrap.dedent(
+            f"""\
+            [databases]
+            {database} = host={host} port={upstream_port} dbname={database} user={user}
+            [pgbouncer]
+            listen_addr = {listen}
+            listen_port = {port}
+            unix_socket_dir =
+            auth_type = trust
+            auth_file = {root / "users.txt"}
+            pool_mode = transaction
+            default_pool_size = {pool_size}
+            max_client_conn = {max_client_conn}
+            logfile = {root / "pgbouncer.log"}
+            """
+        )
+    )
+    process = subprocess.Popen(
+        [program, *as_user, str(root / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                log = root / "pgbouncer.log"
+                said = log.read_text()[-2000:] if log.exists() else ""
+                raise AssertionError(f"pgbouncer exited with {process.returncode}: {said}")
+            try:
+                socket.create_connection((listen, port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"pgbouncer did not listen on {listen}:{port}") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port_on(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])

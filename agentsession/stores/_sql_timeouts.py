@@ -26,13 +26,45 @@ _NAP_AFTER = 10.0
 GRACE = 1.0
 
 
+def server_limits(timeout: float) -> dict[str, str]:
+    """PostgreSQL's own limits for ``timeout`` seconds: a statement, a lock wait, and a session
+    left idle inside a transaction (its row locks released when the client is gone)."""
+    ms = str(max(1, int(timeout * 1000)))
+    return {
+        "statement_timeout": ms,
+        "lock_timeout": ms,
+        "idle_in_transaction_session_timeout": ms,
+    }
+
+
+def transaction_limits(timeout: float) -> str:
+    """The server-side limits as one statement scoped to the current transaction.
+
+    Behind a transaction-pooling PgBouncer a session setting (a startup ``options``, a plain
+    ``SET``) would stay on whichever server connection ran it; ``set_config(..., true)`` is
+    ``SET LOCAL``: it ends with the transaction, on the connection that ran it.
+    """
+    calls = ", ".join(
+        f"set_config('{name}', '{value}', true)" for name, value in server_limits(timeout).items()
+    )
+    return f"SELECT {calls}"
+
+
 def connect_args(
-    dialect: str, query: dict[str, Any], timeout: float, connect_timeout: float
+    dialect: str,
+    query: dict[str, Any],
+    timeout: float,
+    connect_timeout: float,
+    pgbouncer: bool = False,
 ) -> dict[str, Any]:
     """Driver arguments that bound every wait; what the URL's query already sets is left alone.
 
     SQLAlchemy lets ``connect_args`` override the URL's query, so a default is only added for
-    a parameter the user did not pass.
+    a parameter the user did not pass. ``pgbouncer`` (PostgreSQL behind a transaction-pooling
+    PgBouncer): no startup ``options`` (PgBouncer refuses the connection; the limits are set
+    per transaction instead, see ``transaction_limits``) and no server-side prepared statements
+    (psycopg prepares a statement run five times on one connection, which PgBouncer may have
+    handed to another client meanwhile).
     """
     ms = max(1, int(timeout * 1000))
     if dialect == "postgresql":
@@ -46,11 +78,11 @@ def connect_args(
             "keepalives_count": 3,
             "tcp_user_timeout": ms,
         }
-        limits = (
-            f"-c statement_timeout={ms} -c lock_timeout={ms} "
-            f"-c idle_in_transaction_session_timeout={ms}"
-        )
         args = {k: v for k, v in defaults.items() if k not in query}
+        if pgbouncer:
+            args["prepare_threshold"] = None
+            return args
+        limits = " ".join(f"-c {name}={value}" for name, value in server_limits(timeout).items())
         # the user's own options come last: a setting named twice takes the last value
         args["options"] = f"{limits} {query['options']}" if query.get("options") else limits
         return args

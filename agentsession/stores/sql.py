@@ -32,7 +32,7 @@ from ..errors import (
     StoreUnavailable,
 )
 from ..messages import Message
-from ._sql_timeouts import GRACE, WATCHDOG, Watch, connect_args
+from ._sql_timeouts import GRACE, WATCHDOG, Watch, connect_args, transaction_limits
 from .base import (
     JOURNAL_TTL,
     TURN_KEY_TTL,
@@ -115,17 +115,25 @@ class SQLStore(Store):
         connect_timeout: float = 5.0,
         timeout: float = DEFAULT_TIMEOUT,
         engine: sa.Engine | None = None,
+        pgbouncer: bool = False,
         **options: Any,
     ) -> None:
         """``url`` (a SQLAlchemy URL, default the local test database), or ``engine``: a
         SQLAlchemy ``Engine`` the application already has. The store uses that engine's pool and
         connect arguments as they are and leaves it alone on ``close()``; ``timeout`` still bounds
-        each PostgreSQL call, but PyMySQL's socket timeouts are the engine's own to set."""
+        each PostgreSQL call, but PyMySQL's socket timeouts are the engine's own to set.
+
+        ``pgbouncer=True`` (``?pgbouncer=true``): PostgreSQL is reached through a PgBouncer in
+        transaction (or statement) pooling mode. psycopg then prepares no statement on the
+        server, and the server-side limits of ``timeout`` are set in each transaction
+        (``SET LOCAL``) instead of once per connection. An ``engine`` passed in must have
+        been created with ``connect_args={"prepare_threshold": None}`` for that."""
         super().__init__(**options)
         if not timeout > 0:
             raise ConfigurationError(f"timeout must be a number of seconds > 0, not {timeout!r}")
         self.table_prefix = table_prefix
         self.timeout = timeout
+        self.pgbouncer = bool(pgbouncer)
         self._owns_engine = engine is None
         if engine is not None:
             if url is not None:
@@ -167,6 +175,7 @@ class SQLStore(Store):
                         dict(parsed.query),
                         timeout,
                         connect_timeout,
+                        pgbouncer=self.pgbouncer and postgres,
                     ),
                 )
             except ImportError as exc:  # the database driver (psycopg, PyMySQL) is missing
@@ -179,6 +188,12 @@ class SQLStore(Store):
                     f"{self._display} is not a usable database URL: {exc}"
                 ) from exc
         self.dialect = self.engine.dialect.name
+        if self.pgbouncer and self.dialect != "postgresql":
+            raise ConfigurationError(
+                f"pgbouncer=true is for PostgreSQL URLs, not {self.dialect} ({self._display})"
+            )
+        # behind PgBouncer, the statement that sets the server-side limits in each transaction
+        self._limits = sa.text(transaction_limits(timeout)) if self.pgbouncer else None
         sa.event.listen(self.engine, "before_cursor_execute", _note_write)
         metadata = sa.MetaData()
         text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
@@ -248,7 +263,15 @@ class SQLStore(Store):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
-        rest, own = take_url_options(url, ("table_prefix", "ttl", "timeout"))
+        rest, own = take_url_options(url, ("table_prefix", "ttl", "timeout", "pgbouncer"))
+        if "pgbouncer" in own:
+            flag = own["pgbouncer"].strip().lower()
+            if flag not in ("true", "1", "yes", "false", "0", "no"):
+                raise ConfigurationError(
+                    f"?pgbouncer= takes true or false, not {own['pgbouncer']!r} "
+                    f"(in {redact_url(url)})"
+                )
+            own["pgbouncer"] = flag in ("true", "1", "yes")
         if "timeout" in own:
             try:
                 own["timeout"] = float(own["timeout"])
@@ -330,6 +353,8 @@ class SQLStore(Store):
                         conn = conn.execution_options(isolation_level="REPEATABLE READ")
                     try:
                         with conn.begin():
+                            if self._limits is not None:
+                                conn.execute(self._limits)
                             result = fn(conn)
                             committing = True  # the COMMIT goes out as this block ends
                         return result
@@ -363,14 +388,40 @@ class SQLStore(Store):
                 if exc.connection_invalidated and attempt == 1:
                     log.info("%s: a pooled connection died, retrying on a new one", self._display)
                     continue
+                hint = self._pgbouncer_hint(exc)
+                if hint:
+                    log.error("%s: %s", self._display, hint)
+                    hint = f" ({hint})"
                 if exc.connection_invalidated or isinstance(
                     exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
                 ):
                     raise StoreUnavailable(
-                        f"{self.dialect} at {self._display} is unavailable: {exc.orig}"
+                        f"{self.dialect} at {self._display} is unavailable: {exc.orig}{hint}"
                     ) from exc
+                if hint:
+                    raise ConfigurationError(f"{self._display}: {exc.orig}{hint}") from exc
                 raise
         raise AssertionError("unreachable")
+
+    def _pgbouncer_hint(self, exc: sa_exc.DBAPIError) -> str:
+        """What to change when the error is PgBouncer's answer to a URL without ?pgbouncer=true.
+
+        PgBouncer refuses the startup ``options`` that carry the server-side limits, and in
+        transaction mode a statement psycopg prepared on one server connection is missing (or
+        another one's) on the next.
+        """
+        if self.dialect != "postgresql" or self.pgbouncer:
+            return ""
+        text = str(exc.orig)
+        state = getattr(exc.orig, "sqlstate", None)
+        if "unsupported startup parameter" in text or (
+            state in ("26000", "42P05", "08P01") and "prepared statement" in text
+        ):
+            return (
+                "this looks like PgBouncer: add ?pgbouncer=true to the store URL "
+                "(docs/stores.md, PgBouncer)"
+            )
+        return ""
 
     @contextlib.contextmanager
     def _bounded(self, conn: Connection) -> Iterator[Watch | None]:

@@ -15,7 +15,7 @@ from conftest import need_server
 
 from agentsession import ConfigurationError
 from agentsession.stores import open_store
-from agentsession.stores._sql_timeouts import WATCHDOG, connect_args
+from agentsession.stores._sql_timeouts import WATCHDOG, connect_args, transaction_limits
 
 
 def test_defaults_bound_every_wait() -> None:
@@ -26,6 +26,15 @@ def test_defaults_bound_every_wait() -> None:
         assert f"-c {setting}=5000" in pg["options"]
     my = connect_args("mysql", {}, 5.0, 5.0)
     assert my == {"connect_timeout": 5, "read_timeout": 6.0, "write_timeout": 6.0}
+
+
+def test_behind_pgbouncer_the_limits_move_into_each_transaction() -> None:
+    pg = connect_args("postgresql", {}, 2.0, 5.0, pgbouncer=True)
+    assert "options" not in pg  # PgBouncer refuses the startup parameter
+    assert pg["prepare_threshold"] is None and pg["tcp_user_timeout"] == 2000
+    local = transaction_limits(2.0)
+    for setting in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
+        assert f"set_config('{setting}', '2000', true)" in local  # SET LOCAL
 
 
 def test_the_users_driver_parameters_win() -> None:
