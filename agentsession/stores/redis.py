@@ -709,6 +709,12 @@ class RedisStore(Store):
                 ) from exc
             if "LOADING" in str(exc) or "MASTERDOWN" in str(exc):
                 raise StoreUnavailable(f"Redis at {self._display} is not ready: {exc}") from exc
+            if str(exc).startswith("DENIED"):  # protected mode: only loopback clients
+                raise StoreUnavailable(
+                    f"Redis at {self._display} refuses this host: it runs in protected mode "
+                    "(no password set, loopback clients only); set a password or "
+                    "protected-mode no on the server"
+                ) from exc
             raise
 
     def _info(self, session_id: str, raw: Mapping[Any, Any], listing: bool = False) -> SessionInfo:
