@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._report import Table, amedian_time, median_time, ms
+from .turn_cost import seed_messages
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
@@ -215,6 +216,11 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
         for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
             t = timed(call(app, path, cookie))
             rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
+        if kind == "redis":  # a long conversation: 1,000 messages read per request
+            long = state.manager.session()
+            long.append(seed_messages(1000))
+            t = timed(call(app, "/load", f"agentsession={state.ids.signer.sign(long.id)}"))
+            rows.append(["flask", kind, "loads a 1,000-message session", ms(t), round(t / bare, 3)])
         fresh = state.manager.session()
         fresh.send("hello")
         t = timed(
@@ -259,11 +265,19 @@ def _flask_session(
         app.config.update(config, SESSION_KEY_PREFIX=f"bench-{uuid.uuid4().hex[:6]}:")
         app.add_url_rule("/write", "write", lambda: session.__setitem__("n", 1) or "ok")
         app.add_url_rule("/load", "load", lambda: str(session.get("n", 0)))
+        history = [{"role": m.role, "content": m.content} for m in seed_messages(1000)]
+        app.add_url_rule(
+            "/write-long", "write_long", lambda h=history: session.__setitem__("h", h) or "ok"
+        )
+        app.add_url_rule("/load-long", "load_long", lambda: str(len(session.get("h", ()))))
         try:
             Session(app)
             with app.test_client() as client:
                 client.get("/write")
                 cookie = f"session={client.get_cookie('session').value}"
+            with app.test_client() as client:
+                client.get("/write-long")
+                long_cookie = f"session={client.get_cookie('session').value}"
         except Exception as exc:
             rows.append(["flask", kind, f"Flask-Session unavailable: {type(exc).__name__}", "", ""])
             continue
@@ -271,6 +285,10 @@ def _flask_session(
         rows.append(
             ["flask", kind, "Flask-Session: loads its session (peer)", ms(t), round(t / bare, 3)]
         )
+        if kind == "redis":
+            t = timed(call(app, "/load-long", long_cookie))
+            label = "Flask-Session: loads a 1,000-message session (peer)"
+            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
     return rows
 
 
