@@ -608,14 +608,11 @@ class AsyncSessionManager:
         _report_call(self._observers, StoreCall(operation, time.perf_counter() - start))
         return result
 
-    def _close_later(self, dropped: Sequence[LiveAgent]) -> None:
-        for agent in dropped:
-            task = asyncio.ensure_future(agent.driver.close())
-            task.add_done_callback(_log_close_failure)
-
     async def _cache_put(self, session_id: str, live: LiveAgent) -> None:
         evicted = self._cache.put(session_id, live)
-        self._close_later(evicted)
+        for agent in evicted:
+            task = asyncio.ensure_future(agent.driver.close())
+            task.add_done_callback(_log_close_failure)
         if evicted:
             # a turn may never yield to the loop (an inline SQLite or memory store, an offline
             # model): without this, a loop of such turns piles up unstarted close() tasks,

@@ -980,12 +980,11 @@ class _HotPath:
     """
 
     def __init__(self, store: SQLStore) -> None:
-        c, m, lease = store.conversations.c, store.messages.c, store.leases.c
+        c, lease = store.conversations.c, store.leases.c
         sid: sa.BindParameter[str] = sa.bindparam("sid", type_=c.session_id.type)
         live = sa.and_(c.session_id == sid, c.updated_at >= sa.bindparam("cutoff"))
         self.head = sa.select(store.conversations).where(live)
         self.count = sa.select(c.message_count).where(c.session_id == sid)
-        self.bodies = sa.select(m.body).where(m.session_id == sid).order_by(m.seq)
         bump = (
             sa.update(store.conversations)
             .where(live, c.version == sa.bindparam("expected"))
