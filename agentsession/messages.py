@@ -114,7 +114,7 @@ class Image(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-class Message(msgspec.Struct, frozen=True, gc=False):
+class Message(msgspec.Struct, frozen=True, gc=False, tag_field="v", tag=SCHEMA_VERSION):
     """One message of a conversation: an immutable msgspec ``Struct`` (copy one with changes
     with ``msgspec.structs.replace(message, content=...)``).
 
@@ -222,28 +222,36 @@ def assistant(text: str, name: str = "assistant") -> Message:
     return Message(role="assistant", content=text, name=name)
 
 
-class _Schema(msgspec.Struct):
-    v: Literal[1, 2]  # SCHEMA_VERSION, IMAGES_SCHEMA_VERSION
+class _ImagesRecord(Message, frozen=True, gc=False, tag=IMAGES_SCHEMA_VERSION):
+    """A v2 record as ``decode_records`` meets it; returned as a plain ``Message``."""
 
 
-_SCHEMAS = msgspec.json.Decoder(list[_Schema])
-_MESSAGES = msgspec.json.Decoder(list[Message])
+# Every record's "v" must be one of the two known versions: as the tag of a union, msgspec
+# requires it, so the one pass that builds the messages also checks the schema version.
+_RECORDS = msgspec.json.Decoder(list[Message | _ImagesRecord])
 
 
 def decode_records(records: str | bytes, count: int) -> list[Message] | None:
     """The messages of ``records``, a JSON array of ``count`` message records, or ``None`` if
     any record is not a well-formed record of a known schema version.
 
-    msgspec checks every field against ``Message``'s types in C, which is what makes a cold
-    read of a long conversation cheap; on ``None`` the caller decodes the records one by one
-    with ``Message.from_dict``, so the error it raises names what is wrong, and where.
+    msgspec checks every field against ``Message``'s types, and every record's schema
+    version, in C and in one pass: that is what makes a cold read of a long conversation
+    cheap. On ``None`` the caller decodes the records one by one with ``Message.from_dict``,
+    so the error it raises names what is wrong, and where.
     """
     try:
-        if len(_SCHEMAS.decode(records)) != count:
-            return None
-        return _MESSAGES.decode(records)
+        messages = _RECORDS.decode(records)
     except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
         return None
+    if len(messages) != count:  # a record that held more (or less) than one message
+        return None
+    if _ImagesRecord in set(map(type, messages)):
+        messages = [
+            Message(*msgspec.structs.astuple(m)) if type(m) is _ImagesRecord else m
+            for m in messages
+        ]
+    return messages
 
 
 UNANSWERED_TOOL_RESULT = (

@@ -120,6 +120,10 @@ class RecordCodec:
     records with a clear error instead of calling them corrupt.
     """
 
+    sealed = False
+    """True when each record is sealed on its own (``EncryptedCodec``): a store cannot hand
+    them over as one joined array."""
+
     def dump_message(self, message: Message) -> str:
         return message.to_json()
 
@@ -140,6 +144,17 @@ class RecordCodec:
             if messages is not None:
                 return messages
         return [self.load_message(text, session_id) for text in texts]
+
+    def load_array(self, array: str | bytes | None, count: int) -> list[Message] | None:
+        """The ``count`` messages of ``array``, the records a store joined into one JSON
+        array as it read them, or ``None`` when the store must read and decode them one by
+        one (``load_messages``): a damaged record, a newer schema, sealed records, or an
+        array the server could not build (too long for it)."""
+        if count == 0:
+            return []
+        if array is None or self.sealed:
+            return None
+        return decode_records(array, count)
 
     def _message(self, record: Any, session_id: str) -> Message:
         if type(record) is not dict:

@@ -37,6 +37,8 @@ def _fernet(key: str | bytes, position: int) -> Fernet:
 class EncryptedCodec(RecordCodec):
     """Seals each record with the first key; opens it with whichever key fits."""
 
+    sealed = True
+
     def __init__(self, keys: Sequence[str | bytes]) -> None:
         if isinstance(keys, (str, bytes)) or not keys:
             raise ConfigurationError(

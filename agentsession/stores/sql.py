@@ -195,6 +195,8 @@ class SQLStore(Store):
         # behind PgBouncer, the statement that sets the server-side limits in each transaction
         self._limits = sa.text(transaction_limits(timeout)) if self.pgbouncer else None
         sa.event.listen(self.engine, "before_cursor_execute", _note_write)
+        if self.dialect in _MYSQL:
+            sa.event.listen(self.engine, "connect", _long_group_concat)
         metadata = sa.MetaData()
         text = sa.Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
         key = _Key(128)  # the engine's MAX_SESSION_ID_LENGTH
@@ -462,21 +464,21 @@ class SQLStore(Store):
     # -- contract ------------------------------------------------------------------
 
     async def load(self, session_id: str) -> Conversation | None:
-        def read(conn: Connection) -> tuple[Any, Sequence[Any]] | None:
+        def read(conn: Connection) -> tuple[Any, list[Message]] | None:
             head = self._head(conn, session_id)
             if head is None:
                 return None
-            return head, self._bodies(conn, session_id)
+            return head, self._messages(conn, session_id)
 
         found = await self._run(read, snapshot=True)
         if found is None:
             return None
-        head, bodies = found
+        head, messages = found
         info = self._info(head)
         return Conversation(
             session_id=session_id,
             version=info.version,
-            messages=self.codec.load_messages(bodies, session_id),
+            messages=messages,
             metadata=dict(info.metadata),
             created_at=info.created_at,
             updated_at=info.updated_at,
@@ -485,21 +487,16 @@ class SQLStore(Store):
     async def read_messages(
         self, session_id: str, start: int = 0, stop: int | None = None
     ) -> MessagePage | None:
-        def read(conn: Connection) -> tuple[int, int, int, Sequence[Any]] | None:
+        def read(conn: Connection) -> MessagePage | None:
             head = self._head(conn, session_id)
             if head is None:
                 return None
             total = int(head.message_count)
             first, end = page_bounds(start, stop, total)
-            rows = self._bodies(conn, session_id, first, end)
-            return int(head.version), total, first, rows
+            messages = self._messages(conn, session_id, first, end)
+            return MessagePage(messages, first, total, int(head.version))
 
-        found = await self._run(read, snapshot=True)
-        if found is None:
-            return None
-        version, total, first, rows = found
-        messages = self.codec.load_messages(rows, session_id)
-        return MessagePage(messages, first, total, version)
+        return await self._run(read, snapshot=True)
 
     async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
         def write(conn: Connection) -> int:
@@ -670,7 +667,7 @@ class SQLStore(Store):
         )
 
     async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
-        def read(conn: Connection) -> tuple[str, Sequence[Any]] | None:
+        def read(conn: Connection) -> StoredTurn | None:
             if self._head(conn, session_id) is None:
                 return None
             k = self.turn_keys.c
@@ -684,34 +681,41 @@ class SQLStore(Store):
             if row is None:
                 return None
             first, count, digest = int(row[0]), int(row[1]), str(row[2])
-            return digest, self._bodies(conn, session_id, first, first + count)
+            return StoredTurn(self._messages(conn, session_id, first, first + count), digest)
 
-        found = await self._run(read, snapshot=True)
-        if found is None:
-            return None
-        digest, bodies = found
-        return StoredTurn(self.codec.load_messages(bodies, session_id), digest)
+        return await self._run(read, snapshot=True)
 
-    def _bodies(
+    def _messages(
         self, conn: Connection, session_id: str, first: int = 0, end: int | None = None
-    ) -> list[str]:
-        """The message records ``first`` to ``end`` in order, read through the driver's cursor
-        inside ``conn``'s transaction: building a SQLAlchemy ``Row`` per record cost more than
-        decoding the records."""
+    ) -> list[Message]:
+        """Messages ``first`` to ``end`` of a conversation, read inside ``conn``'s transaction
+        through the driver's cursor (a SQLAlchemy ``Row`` per record cost more than decoding
+        the records).
+
+        On MySQL/MariaDB the server joins the records into one JSON array
+        (``GROUP_CONCAT``): PyMySQL parses rows in Python, so one value is far cheaper than
+        a row per record. The codec decodes the array in one pass; a record that pass
+        refuses, or an array longer than the server's ``max_allowed_packet`` (it truncates
+        or drops it), is read again row by row, so the error names it. PostgreSQL hands the
+        rows over faster than it joins them, so there the rows are joined here.
+        """
+        where = "session_id = %s" + ("" if end is None else " AND seq >= %s AND seq < %s")
+        params: list[str | int] = [session_id] if end is None else [session_id, first, end]
         table = self._messages_table
-        params: list[str | int]
-        if end is None:
-            sql, params = (
-                f"SELECT body FROM {table} WHERE session_id = %s ORDER BY seq",
-                [session_id],
-            )
-        else:
-            sql = f"SELECT body FROM {table} WHERE session_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
-            params = [session_id, first, end]
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql, params)
-            return [body for (body,) in cursor.fetchall()]
+            if self.dialect in _MYSQL and not self.codec.sealed:
+                cursor.execute(
+                    "SELECT CONCAT('[', GROUP_CONCAT(body ORDER BY seq SEPARATOR ','), ']'),"
+                    f" COUNT(*) FROM {table} WHERE {where}",
+                    params,
+                )
+                array, count = cursor.fetchone() or (None, -1)  # an aggregate: always a row
+                messages = self.codec.load_array(array, int(count))
+                if messages is not None:
+                    return messages
+            cursor.execute(f"SELECT body FROM {table} WHERE {where} ORDER BY seq", params)
+            return self.codec.load_messages([body for (body,) in cursor.fetchall()], session_id)
         finally:
             cursor.close()
 
@@ -1056,6 +1060,16 @@ _writes = threading.local()
 def _note_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
         _writes.sent = True
+
+
+def _long_group_concat(dbapi_connection: Any, connection_record: Any) -> None:
+    """Lets ``GROUP_CONCAT`` join a whole conversation (the default stops at 1,024 bytes);
+    ``max_allowed_packet`` still bounds what the server sends."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET SESSION group_concat_max_len = 4294967295")
+    finally:
+        cursor.close()
 
 
 def _timed_out(exc: sa_exc.DBAPIError) -> bool:

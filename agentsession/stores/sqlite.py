@@ -274,7 +274,7 @@ class SQLiteStore(Store):
     # -- contract ------------------------------------------------------------------
 
     async def load(self, session_id: str) -> Conversation | None:
-        def read(conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+        def read(conn: sqlite3.Connection) -> tuple[Any, list[Message]] | None:
             conn.execute("BEGIN")  # one snapshot for both reads
             try:
                 head = conn.execute(
@@ -284,22 +284,18 @@ class SQLiteStore(Store):
                 ).fetchone()
                 if head is None:
                     return None
-                rows = conn.execute(
-                    "SELECT body FROM agentsession_messages WHERE session_id = ? ORDER BY seq",
-                    (session_id,),
-                ).fetchall()
-                return head, rows
+                return head, self._messages_in(conn, session_id)
             finally:
                 conn.commit()
 
         found = await self._run(read)
         if found is None:
             return None
-        (version, metadata, created, updated), rows = found
+        (version, metadata, created, updated), messages = found
         return Conversation(
             session_id=session_id,
             version=version,
-            messages=self.codec.load_messages([body for (body,) in rows], session_id),
+            messages=messages,
             metadata=self.codec.load_metadata(metadata, session_id),
             created_at=created,
             updated_at=updated,
@@ -308,7 +304,7 @@ class SQLiteStore(Store):
     async def read_messages(
         self, session_id: str, start: int = 0, stop: int | None = None
     ) -> MessagePage | None:
-        def read(conn: sqlite3.Connection) -> tuple[int, int, int, list[Any]] | None:
+        def read(conn: sqlite3.Connection) -> MessagePage | None:
             conn.execute("BEGIN")  # one snapshot for both reads
             try:
                 head = conn.execute(
@@ -320,21 +316,12 @@ class SQLiteStore(Store):
                     return None
                 version, total = head
                 first, end = page_bounds(start, stop, total)
-                rows = conn.execute(
-                    "SELECT body FROM agentsession_messages WHERE session_id = ?"
-                    " AND seq >= ? AND seq < ? ORDER BY seq",
-                    (session_id, first, end),
-                ).fetchall()
-                return version, total, first, rows
+                messages = self._messages_in(conn, session_id, first, end)
+                return MessagePage(messages, first, total, version)
             finally:
                 conn.commit()
 
-        found = await self._run(read)
-        if found is None:
-            return None
-        version, total, first, rows = found
-        messages = self.codec.load_messages([body for (body,) in rows], session_id)
-        return MessagePage(messages, first, total, version)
+        return await self._run(read)
 
     async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
         def write(conn: sqlite3.Connection) -> int:
@@ -494,7 +481,7 @@ class SQLiteStore(Store):
         )
 
     async def find_turn(self, session_id: str, key: str) -> StoredTurn | None:
-        def read(conn: sqlite3.Connection) -> tuple[str, list[Any]] | None:
+        def read(conn: sqlite3.Connection) -> StoredTurn | None:
             conn.execute("BEGIN")
             try:
                 row = conn.execute(
@@ -507,20 +494,49 @@ class SQLiteStore(Store):
                 if row is None:
                     return None
                 first, count, digest = row
-                bodies = conn.execute(
-                    "SELECT body FROM agentsession_messages WHERE session_id = ?"
-                    " AND seq >= ? AND seq < ? ORDER BY seq",
-                    (session_id, first, first + count),
-                ).fetchall()
-                return digest, bodies
+                return StoredTurn(self._messages_in(conn, session_id, first, first + count), digest)
             finally:
                 conn.commit()
 
-        found = await self._run(read)
-        if found is None:
-            return None
-        digest, rows = found
-        return StoredTurn(self.codec.load_messages([b for (b,) in rows], session_id), digest)
+        return await self._run(read)
+
+    def _messages_in(
+        self, conn: sqlite3.Connection, session_id: str, first: int = 0, end: int = 2**62
+    ) -> list[Message]:
+        """Messages ``first`` to ``end`` of a conversation, inside ``conn``'s snapshot.
+
+        SQLite joins the records into one JSON array (the clustered primary key hands them
+        over in ``seq`` order), which costs less than a row object and a string per record;
+        the codec decodes the array in one pass. A record that pass refuses (or an array too
+        long for SQLite to build) is read again row by row, so the error names it.
+        """
+        sealed = self.codec.sealed  # each record must be opened on its own: no array
+        messages = (
+            None if sealed else self.codec.load_array(*self._joined(conn, session_id, first, end))
+        )
+        if messages is not None:
+            return messages
+        rows = conn.execute(
+            "SELECT body FROM agentsession_messages WHERE session_id = ?"
+            " AND seq >= ? AND seq < ? ORDER BY seq",
+            (session_id, first, end),
+        ).fetchall()
+        return self.codec.load_messages([body for (body,) in rows], session_id)
+
+    @staticmethod
+    def _joined(
+        conn: sqlite3.Connection, session_id: str, first: int, end: int
+    ) -> tuple[str | None, int]:
+        try:
+            (array, count) = conn.execute(
+                "SELECT '[' || group_concat(body, ',') || ']', count(*) FROM"
+                " (SELECT body FROM agentsession_messages WHERE session_id = ?"
+                " AND seq >= ? AND seq < ? ORDER BY seq)",
+                (session_id, first, end),
+            ).fetchone()
+        except sqlite3.DataError:  # string or blob too big
+            array, count = None, -1
+        return array, count
 
     def _append_in(
         self,

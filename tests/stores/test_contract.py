@@ -371,15 +371,22 @@ def sync_redis(kind: str, url: str) -> Any:
     return Sentinel(hosts).master_for(path.split("?")[0].split("/")[0])
 
 
-@pytest.mark.parametrize("damage", ["invalid json", "newer schema"])
+_ONE = {"v": 1, "role": "user", "content": "x"}
+_DAMAGED = {
+    "invalid json": "{oops",
+    "newer schema": json.dumps({**_ONE, "v": 99}),
+    "no schema version": json.dumps({"role": "user", "content": "x"}),
+    # stores may join the records into one array to decode them: one record must stay one
+    "two records in one": json.dumps(_ONE) + "," + json.dumps(_ONE),
+    "breaks out of an array": json.dumps(_ONE) + "]",
+}
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGED))
 def test_corrupt_message_names_its_session_and_stays(
     store_kind: str, store_url: str, damage: str
 ) -> None:
-    bad = (
-        "{oops"
-        if damage == "invalid json"
-        else json.dumps({"v": 99, "role": "user", "content": "x"})
-    )
+    bad = _DAMAGED[damage]
 
     async def body(store: Store) -> None:
         for sid in ("broken", "healthy"):
@@ -390,6 +397,8 @@ def test_corrupt_message_names_its_session_and_stays(
         with pytest.raises(error) as caught:
             await store.load("broken")
         assert caught.value.session_id == "broken" and "broken" in str(caught.value)
+        with pytest.raises(error):
+            await store.read_messages("broken", 0, 1)
         assert (await store.load("healthy")) is not None  # others keep working
         info = await store.info("broken")  # left in place
         assert info is not None and info.message_count == 2
@@ -460,6 +469,11 @@ class _CountingCodec(RecordCodec):
     def load_messages(self, texts: Any, session_id: str) -> list[Message]:
         self.decoded += len(texts)
         return super().load_messages(texts, session_id)
+
+    def load_array(self, array: Any, count: int) -> list[Message] | None:
+        messages = super().load_array(array, count)
+        self.decoded += 0 if messages is None else len(messages)
+        return messages
 
 
 def test_read_messages_reads_only_its_page(store_url: str) -> None:
