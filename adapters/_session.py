@@ -24,7 +24,6 @@ from agentsession import _loop
 from agentsession.errors import OwnerMismatch, SessionNotFound, StreamInterrupted
 from agentsession.manager import OWNER_KEY, AsyncSessionManager, new_session_id
 from agentsession.messages import Image, Message
-from agentsession.stores import Conversation, SessionInfo
 from agentsession.turns import Turn, TurnEvent
 
 from ._tokens import Claim
@@ -133,16 +132,17 @@ class AsyncRequestSession:
         self._adoptable = False  # after a delete(), a later use must not adopt the old id again
         if claimed is not None:
             messages: list[Message] | None = None
-            info: SessionInfo | Conversation | None
+            stored: Mapping[str, Any] | None = None
             if read_messages:  # one store read for both: adoption and the history
-                conversation = await self.engine.load(claimed)
-                info = conversation
-                messages = None if conversation is None else conversation.messages
+                found = await self.engine.whole_history(claimed, with_metadata=True)
+                if found is not None:
+                    messages, stored = found
             else:
                 info = await self.engine.info(claimed)
-            if info is None:
+                stored = None if info is None else info.metadata
+            if stored is None:
                 logger.info("a signed session id unknown to the store was refused; new id issued")
-            elif not owner_allows(info.metadata.get(OWNER_KEY), owner):
+            elif not owner_allows(stored.get(OWNER_KEY), owner):
                 logger.info("a session id bound to another user was refused; new id issued")
             else:
                 self._stored = self._changed = True

@@ -49,7 +49,14 @@ from ._tokens import (
 from .wsgi import ENVIRON_KEY, is_https, request_session
 
 EXTENSION = "agentsession"
-_ENGINE_OPTIONS = ("lock_timeout", "lease_ttl", "max_message_bytes", "max_messages", "cache_size")
+_ENGINE_OPTIONS = (
+    "lock_timeout",
+    "lease_ttl",
+    "max_message_bytes",
+    "max_messages",
+    "cache_size",
+    "history_cache",
+)
 
 __all__ = ["AgentSession", "current_session", "event_stream"]
 
@@ -96,6 +103,7 @@ class AgentSession:
         max_message_bytes: int | None = None,
         max_messages: int | None = None,
         cache_size: int | None = None,
+        history_cache: int | None = None,
     ) -> None:
         self.factory = factory
         self.owner = owner
@@ -116,6 +124,7 @@ class AgentSession:
             "max_message_bytes": max_message_bytes,
             "max_messages": max_messages,
             "cache_size": cache_size,
+            "history_cache": history_cache,
         }
         if app is not None:
             self.init_app(app)

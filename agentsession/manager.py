@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeVar
 
 from . import _loop
-from ._cache import AgentCache, LiveAgent
+from ._cache import AgentCache, HistoryCache, LiveAgent
 from ._claims import Claims
 from ._heartbeat import Heartbeat
 from ._journal import JournalWriter, replay
@@ -191,6 +191,8 @@ class AsyncSessionManager:
     messages to the store. Turns on one conversation are serialised (an in-process lock
     plus a lease in the store, so across processes too). Live agents are cached, bounded
     by ``cache_size``, and reused only while the store's version still matches.
+    Whole histories read with ``history()`` are kept too, up to ``history_cache`` messages
+    in all: reading one again reads only what changed since (0 turns that off).
 
     Use one ``AsyncSessionManager`` per event loop.
     """
@@ -201,6 +203,7 @@ class AsyncSessionManager:
         store: Store | str = DEFAULT_STORE_URL,
         *,
         cache_size: int = 256,
+        history_cache: int = 100_000,
         lock_timeout: float = 2.0,
         lease_ttl: float = 6.0,
         max_message_bytes: int = 64 * 1024,
@@ -226,6 +229,7 @@ class AsyncSessionManager:
         self.sender = sender
         self._factory_takes_context = _factory_takes_context(factory)
         self._cache = AgentCache(cache_size)
+        self._histories = HistoryCache(history_cache)
         # the store's twins for sync callers' own loops (``read_here``), None where it has none
         self._twins: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Store | None] = (
             weakref.WeakKeyDictionary()
@@ -691,8 +695,8 @@ class AsyncSessionManager:
         O(page): ``history(limit=20)`` is the last 20 messages, ``history(limit=20, before=n)``
         the 20 before index ``n``."""
         if limit is None and before is None:
-            conversation = await self.load(session_id)
-            return [] if conversation is None else conversation.messages
+            found = await self.whole_history(check_session_id(session_id))
+            return [] if found is None else found[0]
         check_session_id(session_id)
         if (limit is not None and limit < 0) or (before is not None and before < 0):
             raise InvalidInput("limit and before count messages: they are zero or more")
@@ -704,6 +708,43 @@ class AsyncSessionManager:
             start, stop = (0 if limit is None else max(0, before - limit)), before
         page = await self._observed(self._reader().read_messages(session_id, start, stop))
         return [] if page is None else page.messages
+
+    async def whole_history(
+        self, session_id: str, *, with_metadata: bool = False
+    ) -> tuple[list[Message], Mapping[str, Any] | None] | None:
+        """The whole history and, ``with_metadata``, the metadata (else None), or None if
+        there is no such conversation. For the adapters: a request adopting a session id
+        checks its owner and reads its history in one small read when nothing changed.
+
+        A history is read once and then kept up to date by reading only what changed: the
+        store's version and the messages from the last one cached on, in one small read. If
+        that last message is no longer where it was (a turn was popped, the conversation
+        truncated, cleared or replaced), it is read whole again; so is one whose metadata is
+        asked for after a change (the small read does not carry it).
+        """
+        reader = self._reader()
+        cached = self._histories.get(session_id)
+        if cached is not None:
+            version, known, metadata = cached
+            page = await self._observed(reader.read_messages(session_id, len(known) - 1))
+            if page is None:
+                self._histories.discard(session_id)
+                return None
+            if page.start == len(known) - 1 and page.messages and page.messages[0] == known[-1]:
+                if page.version == version and (metadata is not None or not with_metadata):
+                    return list(known), metadata
+                if not with_metadata:
+                    caught_up = (*known, *page.messages[1:])
+                    self._histories.put(session_id, page.version, caught_up, None)
+                    return list(caught_up), None
+        conversation = await self._observed(reader.load(session_id))
+        if conversation is None:
+            self._histories.discard(session_id)
+            return None
+        messages, stored = conversation.messages, conversation.metadata
+        if messages:  # an empty one costs as little to read as to check
+            self._histories.put(session_id, conversation.version, tuple(messages), stored)
+        return messages, (stored if with_metadata else None)
 
     async def pop_turn(self, session_id: str, *, owner: Owner = ANY_OWNER) -> list[Message]:
         """Undo the last turn: remove the last user message and everything after it, and
@@ -823,6 +864,7 @@ class AsyncSessionManager:
         check_session_id(session_id)
         async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
+            self._histories.discard(session_id)
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
                 await self._observed(self.store.reset(session_id))
@@ -831,6 +873,7 @@ class AsyncSessionManager:
         check_session_id(session_id)
         async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
+            self._histories.discard(session_id)
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
             return await self._observed(self.store.delete(session_id))
@@ -845,6 +888,7 @@ class AsyncSessionManager:
         new_id = new_session_id()
         async with self._turn_lock(session_id) as info:
             self._cache.discard(session_id)
+            self._histories.discard(session_id)
             if info is not None:
                 check_owner(session_id, info.metadata, owner)
                 if isinstance(owner, str) and info.metadata.get(OWNER_KEY) is None:
@@ -1079,6 +1123,7 @@ class SessionManager:
         store: Store | str = DEFAULT_STORE_URL,
         *,
         cache_size: int = 256,
+        history_cache: int = 100_000,
         lock_timeout: float = 2.0,
         lease_ttl: float = 6.0,
         max_message_bytes: int = 64 * 1024,
@@ -1091,6 +1136,7 @@ class SessionManager:
             factory,
             store,
             cache_size=cache_size,
+            history_cache=history_cache,
             lock_timeout=lock_timeout,
             lease_ttl=lease_ttl,
             max_message_bytes=max_message_bytes,
