@@ -12,7 +12,6 @@ tools, and only then ``agent.register_model_client(model_client_cls=OfflineModel
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -21,11 +20,7 @@ from typing import Any
 
 from autogen import ConversableAgent, register_function
 
-from ..families.legacy.conversion import _images, _text
-from ..messages import Message, ToolCall
-from . import compose_reply
-
-MODEL = "agentsession-offline"
+from ._openai import MODEL, answer, assistant_message
 
 
 class _ExpectedNotice(logging.Filter):
@@ -68,25 +63,8 @@ class OfflineModelClient:
         self.terminate = terminate
 
     def create(self, params: Mapping[str, Any]) -> SimpleNamespace:
-        tools = [t.get("function", {}).get("name", "") for t in params.get("tools") or ()]
-        history = _canonical(params.get("messages", []))
-        reply = compose_reply(history, self.speaker, tools=tools, terminate=self.terminate)
-        message: str | dict[str, Any]
-        if reply.tool_call is not None:
-            call = reply.tool_call
-            message = {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    }
-                ],
-            }
-        else:
-            message = reply.text or ""
+        reply = answer(params, self.speaker, self.terminate)
+        message = assistant_message(reply) if reply.tool_call is not None else reply.text or ""
         # AG2 classic (0.14) hands a response to message_retrieval() only if it has this
         # attribute; otherwise it reads choices[i].message.content and drops tool calls
         return SimpleNamespace(
@@ -111,37 +89,6 @@ class OfflineModelClient:
             "cost": 0.0,
             "model": response.model,
         }
-
-
-def _canonical(messages: Sequence[Mapping[str, Any]]) -> list[Message]:
-    """What the model was sent (system message first, tool results one per message)."""
-    names: dict[str, str] = {}  # a tool result names its call only by id
-    out = []
-    for raw in messages:
-        role = raw.get("role")
-        calls = tuple(
-            ToolCall(
-                str(c.get("id")), c["function"]["name"], c["function"].get("arguments") or "{}"
-            )
-            for c in raw.get("tool_calls") or ()
-        )
-        names.update((call.id, call.name) for call in calls)
-        content = raw.get("content")
-        images = _images(content)  # OpenAI content parts: the text, and each image_url
-        text = (
-            content
-            if isinstance(content, str) or content is None
-            else (_text(content) if isinstance(content, list) else json.dumps(content))
-        )
-        if role in ("tool", "function"):
-            call_id = str(raw.get("tool_call_id", ""))
-            name = names.get(call_id) or raw.get("name")
-            out.append(Message("tool", text, name=name, tool_call_id=call_id))
-        elif calls:
-            out.append(Message("assistant", text, name=raw.get("name"), tool_calls=calls))
-        elif role in ("user", "assistant", "system"):
-            out.append(Message(role, text, name=raw.get("name"), images=images))
-    return out
 
 
 def build_assistant(
