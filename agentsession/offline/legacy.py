@@ -147,12 +147,19 @@ def build_group_chat(
     tools: Sequence[Callable[..., Any]] = (),
     termination_word: str = "TERMINATE",
     max_round: int = 10,
+    selector_base_url: str | None = None,
     **groupchat_options: Any,
 ) -> tuple[ConversableAgent, Any]:
     """``(user_proxy, manager)``: a group chat of a user proxy (it runs the tools), ``writer``
     (offered the tools) and ``critic`` (ends the turn with ``termination_word``), in that order.
-    ``"auto"`` speaker selection asks the offline model, which needs AutoGen's
-    ``select_speaker_auto_model_client_cls`` (pyautogen 0.2.36+, every ag2)."""
+
+    ``"auto"`` speaker selection asks the offline model. Where GroupChat has
+    ``select_speaker_auto_model_client_cls`` (pyautogen 0.2.36+, autogen-agentchat 0.2.40,
+    every ag2) the offline client is handed to it in-process, and ``selector_base_url`` is
+    accepted but not used. pyautogen 0.2.35 lacks that option: its selector always calls the
+    manager's ``llm_config`` through the OpenAI client, so pass the ``base_url`` of a running
+    :class:`~agentsession.offline.openai_server.OfflineOpenAIServer` as ``selector_base_url``.
+    """
     from autogen import GroupChat, GroupChatManager
 
     user = ConversableAgent(
@@ -165,16 +172,27 @@ def build_group_chat(
     writer = build_member("writer", tools=tools, executor=user)
     critic = build_member("critic", terminate=termination_word)
     options = dict(groupchat_options)
+    manager_llm_config: dict[str, Any] | bool = False
     if speaker_selection_method == "auto":
-        if "select_speaker_auto_model_client_cls" not in {f.name for f in fields(GroupChat)}:
+        manager_llm_config = offline_llm_config()
+        if "select_speaker_auto_model_client_cls" in {f.name for f in fields(GroupChat)}:
+            options["select_speaker_auto_model_client_cls"] = OfflineModelClient
+            options["select_speaker_auto_llm_config"] = offline_llm_config()
+        elif selector_base_url is not None:
+            # the selector is built from the manager's llm_config; the manager itself never
+            # calls its model (run_chat is its reply), so this config is the selector's only
+            manager_llm_config = server_llm_config(selector_base_url)
+        else:
             raise ValueError(
                 "'auto' speaker selection on the offline model needs GroupChat's "
                 "select_speaker_auto_model_client_cls (pyautogen 0.2.36+, autogen-agentchat "
-                "0.2.40, every ag2); this autogen has none, so its speaker selector cannot use "
-                "a custom model client"
+                "0.2.40, every ag2), which this autogen lacks: its selector calls the manager's "
+                "llm_config through the OpenAI client. Pass selector_base_url= the base_url of "
+                "an agentsession.offline.openai_server.OfflineOpenAIServer (the offline model "
+                "behind a local OpenAI-compatible HTTP endpoint), e.g. "
+                "`with OfflineOpenAIServer() as server: build_group_chat('auto', "
+                "selector_base_url=server.base_url)`"
             )
-        options["select_speaker_auto_model_client_cls"] = OfflineModelClient
-        options["select_speaker_auto_llm_config"] = offline_llm_config()
     groupchat = GroupChat(
         [user, writer, critic],
         messages=[],
@@ -184,10 +202,22 @@ def build_group_chat(
     )
     manager = GroupChatManager(
         groupchat,
-        llm_config=offline_llm_config() if speaker_selection_method == "auto" else False,
+        llm_config=manager_llm_config,
         is_termination_msg=lambda message: termination_word in str(message.get("content") or ""),
     )
     return user, manager
+
+
+def server_llm_config(base_url: str, model: str = MODEL) -> dict[str, Any]:
+    """An OpenAI ``llm_config`` for an OpenAI-compatible server at ``base_url`` (an
+    :class:`~agentsession.offline.openai_server.OfflineOpenAIServer`); ``price`` 0 keeps
+    AutoGen from warning that it knows no price for the model."""
+    return {
+        "config_list": [
+            {"model": model, "base_url": base_url, "api_key": "offline", "price": [0, 0]}
+        ],
+        "cache_seed": None,
+    }
 
 
 def _use_offline_client(agent: Any, **options: Any) -> None:
@@ -213,4 +243,5 @@ __all__ = [
     "build_member",
     "build_pair",
     "offline_llm_config",
+    "server_llm_config",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from agentsession import (
     rename_speakers,
 )
 from agentsession.families import driver_for
-from agentsession.offline.legacy import build_group_chat, build_member
+from agentsession.offline.legacy import OfflineModelClient, build_group_chat, build_member
+from agentsession.offline.openai_server import OfflineOpenAIServer
 from agentsession.turns import MessageEvent, TurnEnd
 
 HAS_AUTO_CLIENT = "select_speaker_auto_model_client_cls" in {
@@ -67,8 +68,23 @@ def random_with_transitions() -> Any:
     )
 
 
-def auto() -> Any:
-    return build_group_chat("auto", tools=[add])
+@pytest.fixture(scope="module")
+def selector() -> Iterator[OfflineOpenAIServer]:
+    """The offline model over HTTP, for pyautogen 0.2.35's ``auto`` selector (its GroupChat
+    has no ``select_speaker_auto_model_client_cls``); unused where it has one."""
+    with OfflineOpenAIServer() as server:
+        yield server
+
+
+def auto(selector_base_url: str | None = None) -> Callable[[], Any]:
+    return lambda: build_group_chat("auto", tools=[add], selector_base_url=selector_base_url)
+
+
+def assert_the_selector_ran_where_it_should(server: OfflineOpenAIServer, before: int) -> None:
+    if HAS_AUTO_CLIENT:  # the offline client runs in-process; the URL is not used
+        assert server.completions == before
+    else:  # 0.2.35's own selector called the server through its OpenAI client
+        assert server.completions > before
 
 
 def manager_alone() -> Any:
@@ -86,9 +102,8 @@ KINDS: dict[str, Callable[[], Any]] = {
     "round_robin": round_robin,
     "random_with_transitions": random_with_transitions,
     "manager_alone": manager_alone,
+    "auto": auto(),  # on 0.2.35 the test passes selector_base_url
 }
-if HAS_AUTO_CLIENT:
-    KINDS["auto"] = auto
 TURNS = ["hello", "how are you?", "third"]
 
 
@@ -98,15 +113,35 @@ def speakers(turn: Any) -> list[str | None]:
 
 def test_auto_needs_the_auto_model_client_option_on_old_pyautogen() -> None:
     if HAS_AUTO_CLIENT:
-        assert auto()
+        assert auto()()
     else:
-        with pytest.raises(ValueError, match="select_speaker_auto_model_client_cls"):
-            auto()
+        with pytest.raises(ValueError, match="select_speaker_auto_model_client_cls") as raised:
+            auto()()
+        assert "selector_base_url=" in str(raised.value)
+        assert "OfflineOpenAIServer" in str(raised.value)
+
+
+def test_auto_on_old_pyautogen_gives_the_manager_the_servers_llm_config(
+    selector: OfflineOpenAIServer,
+) -> None:
+    _, manager = auto(selector.base_url)()
+    if HAS_AUTO_CLIENT:
+        assert manager.groupchat.select_speaker_auto_model_client_cls is OfflineModelClient
+        (config,) = manager.llm_config["config_list"]
+        assert "base_url" not in config
+    else:
+        (config,) = manager.llm_config["config_list"]
+        assert config["base_url"] == selector.base_url and config["api_key"] == "offline"
+        assert manager.llm_config["cache_seed"] is None
+    assert manager.groupchat.speaker_selection_method == "auto"
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_a_group_chat_survives_a_new_manager(kind: str, durable_store_url: str) -> None:
-    factory = KINDS[kind]
+def test_a_group_chat_survives_a_new_manager(
+    kind: str, durable_store_url: str, selector: OfflineOpenAIServer
+) -> None:
+    factory = auto(selector.base_url) if kind == "auto" else KINDS[kind]
+    before = selector.completions
     with SessionManager(factory, durable_store_url) as manager:
         session = manager.session()
         for text in TURNS:
@@ -130,16 +165,19 @@ def test_a_group_chat_survives_a_new_manager(kind: str, durable_store_url: str) 
     assert assert_replies_saw_the_thread(log) == 8
     assert all(m.name for m in log)
     assert len(records(log)) == 4
+    if kind == "auto":
+        assert_the_selector_ran_where_it_should(selector, before)
+    else:
+        assert selector.completions == before
 
 
-@pytest.mark.skipif(
-    not HAS_AUTO_CLIENT, reason="auto selection needs select_speaker_auto_model_client_cls"
-)
-def test_auto_selection_asks_the_model(store_url: str) -> None:
-    with SessionManager(auto, store_url) as manager:
+def test_auto_selection_asks_the_model(store_url: str, selector: OfflineOpenAIServer) -> None:
+    before = selector.completions
+    with SessionManager(auto(selector.base_url), store_url) as manager:
         session = manager.session()
         assert speakers(session.run_turn("hello")) == ["user", "writer", "critic"]
         assert speakers(session.run_turn("@critic only you")) == ["user", "critic"]
+    assert_the_selector_ran_where_it_should(selector, before)
 
 
 def test_a_tool_call_inside_the_group_runs_on_the_user_proxy_and_round_trips(
