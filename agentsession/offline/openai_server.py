@@ -19,14 +19,16 @@ real provider's ``llm_config`` or client at ``base_url`` to run it offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ._openai import MODEL, answer, assistant_message
 
@@ -47,9 +49,7 @@ class OfflineOpenAIServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.completions = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.offline = self  # type: ignore[attr-defined]  # the handlers' way back
+        self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
     @property
@@ -78,12 +78,14 @@ class OfflineOpenAIServer:
         return self
 
     def close(self) -> None:
-        """Stop serving and free the port; closing twice is harmless."""
+        """Stop serving, end the open connections and free the port; closing twice is
+        harmless."""
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
             self._thread = None
         self._httpd.server_close()
+        self._httpd.end_connections()  # a kept-alive client connection is not served on
 
     def __enter__(self) -> OfflineOpenAIServer:
         return self.start()
@@ -121,6 +123,35 @@ class OfflineOpenAIServer:
         }
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    """Serves each connection from a daemon thread and remembers the open ones."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], offline: OfflineOpenAIServer) -> None:
+        super().__init__(address, _Handler)
+        self.offline = offline
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        with self._connections_lock:
+            live = list(self._connections)
+        for connection in live:
+            with contextlib.suppress(OSError):  # already gone
+                connection.shutdown(socket.SHUT_RDWR)
+
+
 class _BadRequest(ValueError):
     pass
 
@@ -140,9 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         except _BadRequest as problem:
             self._error(400, str(problem))
             return
-        server: OfflineOpenAIServer = self.server.offline  # type: ignore[attr-defined]
         try:
-            body = server.complete(request)
+            body = cast(_HTTPServer, self.server).offline.complete(request)
         except Exception as error:  # a message the translation cannot read
             logger.warning("offline OpenAI server could not answer: %r", error)
             self._error(400, f"the messages could not be read: {error!r}")

@@ -188,14 +188,14 @@ def test_two_servers_listen_on_their_own_ports() -> None:
 
 def test_close_frees_the_port() -> None:
     server = OfflineOpenAIServer().start()
-    client(server).chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    kept_alive = client(server)  # its connection stays open between requests
+    kept_alive.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     port = server.port
     server.close()
     server.close()  # closing twice is harmless
-    with pytest.raises(openai.APIConnectionError):
-        client(server).chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}]
-        )
+    for caller in (kept_alive, client(server)):  # the open connection ended too
+        with pytest.raises(openai.APIConnectionError):
+            caller.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     with socket.socket() as probe:  # the port can be bound again at once
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
