@@ -51,6 +51,7 @@ class OfflineOpenAIServer:
         self._lock = threading.Lock()
         self._httpd = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     @property
     def host(self) -> str:
@@ -66,7 +67,10 @@ class OfflineOpenAIServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> OfflineOpenAIServer:
-        """Serve from a daemon thread; returns the server, so ``OfflineOpenAIServer().start()``."""
+        """Serve from a daemon thread; returns the server, so ``OfflineOpenAIServer().start()``.
+        A closed server does not start again: make a new one."""
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed; start a new OfflineOpenAIServer")
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
@@ -84,6 +88,7 @@ class OfflineOpenAIServer:
             self._httpd.shutdown()
             self._thread.join()
             self._thread = None
+        self._closed = True
         self._httpd.server_close()
         self._httpd.end_connections()  # a kept-alive client connection is not served on
 

@@ -193,6 +193,8 @@ def test_close_frees_the_port() -> None:
     port = server.port
     server.close()
     server.close()  # closing twice is harmless
+    with pytest.raises(RuntimeError, match="is closed"):
+        server.start()
     for caller in (kept_alive, client(server)):  # the open connection ended too
         with pytest.raises(openai.APIConnectionError):
             caller.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
