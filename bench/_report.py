@@ -51,6 +51,28 @@ def median_time(fn: Callable[[], Any], *, rounds: int, number: int = 1, warmup: 
     return statistics.median(samples)
 
 
+def interleaved_times(
+    fns: dict[Any, Callable[[], Any]], *, rounds: int, number: int = 1
+) -> dict[Any, float]:
+    """Median seconds per call of each of ``fns``, the contenders taking turns round after
+    round (each round in a rotated order), so a slow moment on a shared machine falls on all
+    of them rather than on whichever was being measured then."""
+    keys = list(fns)
+    for key in keys:
+        for _ in range(number):
+            fns[key]()
+    samples: dict[Any, list[float]] = {key: [] for key in keys}
+    for i in range(rounds):
+        shift = i % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn = fns[key]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[key].append((time.perf_counter() - start) / number)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 async def amedian_time(
     fn: Callable[[], Awaitable[Any]], *, rounds: int, number: int = 1, warmup: int = 1
 ) -> float:

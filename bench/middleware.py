@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._report import Table, amedian_time, median_time, ms
+from ._report import Table, amedian_time, interleaved_times, median_time, ms
 from .turn_cost import seed_messages
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -166,6 +166,8 @@ def _starsessions(
 
 
 def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
+    """Every read route (agentsession's on each store, Flask-Session's, the bare app) is timed
+    round by round in turn; the turns, which write, after them."""
     from flask import Flask
     from werkzeug.test import EnvironBuilder
 
@@ -186,77 +188,106 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
 
         return request
 
-    def timed(fn: Callable[[], Any], n: int = number) -> float:
-        return median_time(fn, rounds=rounds, number=n, warmup=n)
-
     def routes(app: Flask, with_session: bool) -> None:
         app.add_url_rule("/plain", "plain", lambda: "ok")
         if with_session:
             app.add_url_rule("/load", "load", lambda: str(len(current_session.history())))
             app.add_url_rule("/turn", "turn", lambda: current_session.send("benchmark turn"))
 
-    bare_app = Flask("bare")
-    bare_app.secret_key = SECRET  # same session machinery and headers as the apps below
-    routes(bare_app, False)
-    bare = timed(call(bare_app, "/plain", "agentsession=" + "x" * 90))
-    rows: list[list[Any]] = [["flask", "-", "bare app", ms(bare), 1.0]]
-    for kind, url in stores.items():
-        app = Flask(f"bench-{kind}")
-        app.secret_key = SECRET
-        app.config["AGENTSESSION_STORE"] = url
+    def extension(name: str, url: str, **config: Any) -> tuple[Flask, Any]:
+        app = Flask(name)
+        app.secret_key = SECRET  # the same session machinery and headers in every app
+        app.config.update(AGENTSESSION_STORE=url, **config)
         AgentSession(app, factory=offline_agent_factory())
         routes(app, True)
-        state = app.extensions["agentsession"]
+        return app, app.extensions["agentsession"]
+
+    bare_app = Flask("bare")
+    bare_app.secret_key = SECRET
+    routes(bare_app, False)
+    reads: dict[tuple[str, str], Callable[[], Any]] = {
+        ("-", "bare app"): call(bare_app, "/plain", "agentsession=" + "x" * 90)
+    }
+    order: list[tuple[str, str]] = [("-", "bare app")]  # the rows, reads and turns
+    turns: dict[tuple[str, str], Callable[[], Any]] = {}
+    unavailable: dict[tuple[str, str], list[Any]] = {}
+    states: list[Any] = []
+    cold_states: list[Any] = []
+    for kind, url in stores.items():
+        app, state = extension(f"bench-{kind}", url)
+        states.append(state)
         try:
             session = state.manager.session()
             session.send("hello")
         except Exception as exc:
-            rows.append(["flask", kind, f"unavailable: {type(exc).__name__}", "", ""])
+            key = (kind, f"unavailable: {type(exc).__name__}")
+            unavailable[key] = ["flask", kind, key[1], "", ""]
+            order.append(key)
             continue
         cookie = f"agentsession={state.ids.signer.sign(session.id)}"
-        for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
-            t = timed(call(app, path, cookie))
-            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
+        reads[(kind, "ignores its session")] = call(app, "/plain", cookie)
+        reads[(kind, "loads its session")] = call(app, "/load", cookie)
+        order += [(kind, "ignores its session"), (kind, "loads its session")]
         if kind == "redis":  # a long conversation: 1,000 messages read per request
             long = state.manager.session()
             long.append(seed_messages(1000))
             long_cookie = f"agentsession={state.ids.signer.sign(long.id)}"
-            t = timed(call(app, "/load", long_cookie))
-            label = "loads a 1,000-message session (this worker read it before)"
-            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
-            cold = Flask(f"bench-{kind}-cold")
-            cold.secret_key = SECRET
-            cold.config.update(AGENTSESSION_STORE=url, AGENTSESSION_HISTORY_CACHE=0)
-            AgentSession(cold, factory=offline_agent_factory())
-            routes(cold, True)
-            t = timed(call(cold, "/load", long_cookie))
-            label = "loads a 1,000-message session (history_cache=0: read whole)"
-            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
-            cold.extensions["agentsession"].manager.close()
+            cached = (kind, "loads a 1,000-message session (this worker read it before)")
+            reads[cached] = call(app, "/load", long_cookie)
+            cold_app, cold_state = extension(
+                f"bench-{kind}-cold", url, AGENTSESSION_HISTORY_CACHE=0
+            )
+            cold_states.append(cold_state)
+            whole = (kind, "loads a 1,000-message session (history_cache=0: read whole)")
+            reads[whole] = call(cold_app, "/load", long_cookie)
+            order += [cached, whole]
         fresh = state.manager.session()
         fresh.send("hello")
-        t = timed(
-            call(app, "/turn", f"agentsession={state.ids.signer.sign(fresh.id)}"),
-            max(3, number // 10),
+        turns[(kind, "runs one turn")] = call(
+            app, "/turn", f"agentsession={state.ids.signer.sign(fresh.id)}"
         )
-        rows.append(["flask", kind, "runs one turn", ms(t), round(t / bare, 1)])
+        order.append((kind, "runs one turn"))
+    for key, (fn, row) in _flask_session(call).items():
+        order.append(key)
+        if fn is None:
+            unavailable[key] = row
+        else:
+            reads[key] = fn
+    times = interleaved_times(reads, rounds=rounds, number=number)
+    turn_number = max(3, number // 10)
+    times.update(
+        (key, median_time(fn, rounds=rounds, number=turn_number, warmup=turn_number))
+        for key, fn in turns.items()
+    )
+    bare = times[("-", "bare app")]
+    rows: list[list[Any]] = []
+    for key in order:
+        if key in unavailable:
+            rows.append(unavailable[key])
+            continue
+        t = times[key]
+        rows.append(["flask", *key, ms(t), round(t / bare, 1 if key in turns else 3)])
+    for state in cold_states:
+        state.manager.close()
+    for state in states:  # each store's tables or keys
         drop = getattr(state.manager.store, "drop", None)
         if drop is not None:
             state.manager._run(drop())
-    rows += _flask_session(timed, call, bare)
     return rows
 
 
 def _flask_session(
-    timed: Callable[..., float], call: Callable[..., Any], bare: float
-) -> list[list[Any]]:
+    call: Callable[..., Callable[[], Any]],
+) -> dict[tuple[str, str], tuple[Callable[[], Any] | None, list[Any]]]:
+    """Flask-Session's read routes, by (store, label): the request, or None and the row that
+    says why it cannot run."""
     try:
         import redis
         from flask import Flask, session
         from flask_session import Session
     except ImportError:
-        return []
-    rows = []
+        return {}
+    found: dict[tuple[str, str], tuple[Callable[[], Any] | None, list[Any]]] = {}
     configs: dict[str, dict[str, Any]] = {
         "redis": {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(REDIS_URL)}
     }
@@ -291,17 +322,14 @@ def _flask_session(
                 client.get("/write-long")
                 long_cookie = f"session={client.get_cookie('session').value}"
         except Exception as exc:
-            rows.append(["flask", kind, f"Flask-Session unavailable: {type(exc).__name__}", "", ""])
+            label = f"Flask-Session unavailable: {type(exc).__name__}"
+            found[(kind, label)] = (None, ["flask", kind, label, "", ""])
             continue
-        t = timed(call(app, "/load", cookie))
-        rows.append(
-            ["flask", kind, "Flask-Session: loads its session (peer)", ms(t), round(t / bare, 3)]
-        )
+        found[(kind, "Flask-Session: loads its session (peer)")] = (call(app, "/load", cookie), [])
         if kind == "redis":
-            t = timed(call(app, "/load-long", long_cookie))
             label = "Flask-Session: loads a 1,000-message session (peer)"
-            rows.append(["flask", kind, label, ms(t), round(t / bare, 3)])
-    return rows
+            found[(kind, label)] = (call(app, "/load-long", long_cookie), [])
+    return found
 
 
 def measure(quick: bool) -> list[Table]:

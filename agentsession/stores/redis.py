@@ -271,8 +271,8 @@ redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[3], 'updated'), ARGV[2])
 return 1
 """
 
-# KEYS: meta, messages. The summary and the messages in one atomic call: cheaper for the client
-# than a MULTI/EXEC pipeline of HGETALL and LRANGE (measured ~30 us a read)
+# KEYS: meta, messages. The summary and the messages in one atomic call, for a cluster client
+# (elsewhere a MULTI/EXEC pipeline: see ``RedisStore.load``)
 _LOAD = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1)}
 """
@@ -732,10 +732,22 @@ class RedisStore(Store):
     # -- contract ------------------------------------------------------------------
 
     async def load(self, session_id: str) -> Conversation | None:
-        flat, bodies = await self._call(self._load(keys=list(self._keys(session_id))))
-        if not flat:
+        # MULTI/EXEC rather than a script: a script's LRANGE builds every record again as a
+        # Lua string and back (0.95 against 0.73 ms at 1,000 messages, 9.7 against 4.9 ms at
+        # 10,000; 0.1 ms dearer at 2). A cluster client keeps the script, as delete does.
+        meta, messages = self._keys(session_id)
+        raw: Mapping[Any, Any]
+        if self.cluster:
+            flat, bodies = await self._call(self._load(keys=[meta, messages]))
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(meta)
+            pipe.lrange(messages, 0, -1)
+            raw, bodies = await self._call(pipe.execute())
+        if not raw:
             return None
-        info = self._info(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        info = self._info(session_id, raw)
         return Conversation(
             session_id=session_id,
             version=info.version,
