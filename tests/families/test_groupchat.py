@@ -127,8 +127,8 @@ def test_auto_on_old_pyautogen_gives_the_manager_the_servers_llm_config(
     _, manager = auto(selector.base_url)()
     if HAS_AUTO_CLIENT:
         assert manager.groupchat.select_speaker_auto_model_client_cls is OfflineModelClient
-        (config,) = manager.llm_config["config_list"]
-        assert "base_url" not in config
+        (config,) = manager.llm_config["config_list"]  # a dict, or ag2's pydantic entry
+        assert selector.base_url not in repr(config)
     else:
         (config,) = manager.llm_config["config_list"]
         assert config["base_url"] == selector.base_url and config["api_key"] == "offline"
