@@ -210,20 +210,20 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
     }
     order: list[tuple[str, str]] = [("-", "bare app")]  # the rows, reads and turns
     turns: dict[tuple[str, str], Callable[[], Any]] = {}
-    unavailable: dict[tuple[str, str], list[Any]] = {}
+    unavailable: set[tuple[str, str]] = set()  # a row that says why, no time
     states: list[Any] = []
     cold_states: list[Any] = []
     for kind, url in stores.items():
         app, state = extension(f"bench-{kind}", url)
-        states.append(state)
         try:
             session = state.manager.session()
             session.send("hello")
         except Exception as exc:
             key = (kind, f"unavailable: {type(exc).__name__}")
-            unavailable[key] = ["flask", kind, key[1], "", ""]
+            unavailable.add(key)
             order.append(key)
             continue
+        states.append(state)  # a store that answered: its tables or keys are dropped after
         cookie = f"agentsession={state.ids.signer.sign(session.id)}"
         reads[(kind, "ignores its session")] = call(app, "/plain", cookie)
         reads[(kind, "loads its session")] = call(app, "/load", cookie)
@@ -247,10 +247,10 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
             app, "/turn", f"agentsession={state.ids.signer.sign(fresh.id)}"
         )
         order.append((kind, "runs one turn"))
-    for key, (fn, row) in _flask_session(call).items():
+    for key, fn in _flask_session(call).items():
         order.append(key)
         if fn is None:
-            unavailable[key] = row
+            unavailable.add(key)
         else:
             reads[key] = fn
     times = interleaved_times(reads, rounds=rounds, number=number)
@@ -263,7 +263,7 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
     rows: list[list[Any]] = []
     for key in order:
         if key in unavailable:
-            rows.append(unavailable[key])
+            rows.append(["flask", *key, "", ""])
             continue
         t = times[key]
         rows.append(["flask", *key, ms(t), round(t / bare, 1 if key in turns else 3)])
@@ -278,8 +278,8 @@ def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[An
 
 def _flask_session(
     call: Callable[..., Callable[[], Any]],
-) -> dict[tuple[str, str], tuple[Callable[[], Any] | None, list[Any]]]:
-    """Flask-Session's read routes, by (store, label): the request, or None and the row that
+) -> dict[tuple[str, str], Callable[[], Any] | None]:
+    """Flask-Session's read routes, by (store, label): the request, or None where the label
     says why it cannot run."""
     try:
         import redis
@@ -287,7 +287,7 @@ def _flask_session(
         from flask_session import Session
     except ImportError:
         return {}
-    found: dict[tuple[str, str], tuple[Callable[[], Any] | None, list[Any]]] = {}
+    found: dict[tuple[str, str], Callable[[], Any] | None] = {}
     configs: dict[str, dict[str, Any]] = {
         "redis": {"SESSION_TYPE": "redis", "SESSION_REDIS": redis.Redis.from_url(REDIS_URL)}
     }
@@ -322,13 +322,12 @@ def _flask_session(
                 client.get("/write-long")
                 long_cookie = f"session={client.get_cookie('session').value}"
         except Exception as exc:
-            label = f"Flask-Session unavailable: {type(exc).__name__}"
-            found[(kind, label)] = (None, ["flask", kind, label, "", ""])
+            found[(kind, f"Flask-Session unavailable: {type(exc).__name__}")] = None
             continue
-        found[(kind, "Flask-Session: loads its session (peer)")] = (call(app, "/load", cookie), [])
+        found[(kind, "Flask-Session: loads its session (peer)")] = call(app, "/load", cookie)
         if kind == "redis":
             label = "Flask-Session: loads a 1,000-message session (peer)"
-            found[(kind, label)] = (call(app, "/load-long", long_cookie), [])
+            found[(kind, label)] = call(app, "/load-long", long_cookie)
     return found
 
 
