@@ -17,7 +17,7 @@ import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "types", "docs", "autogen", "framework"]
+nox.options.sessions = ["lint", "types", "docs", "autogen", "framework", "stores"]
 
 ROOT = Path(__file__).parent
 PYTHON = "3.11"
@@ -43,6 +43,13 @@ class FrameworkCell:
     id: str
     packages: tuple[str, ...]
     tests: tuple[str, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class StoreCell:
+    id: str
+    packages: tuple[str, ...]
     note: str
 
 
@@ -206,6 +213,25 @@ FRAMEWORK_CELLS = [
     ),
 ]
 
+# the store drivers at the oldest releases pyproject.toml accepts (the full suite has the newest)
+STORE_TESTS = ("tests/stores",)
+# what the store tests drive besides the stores: the adapters' 503s over a frozen server
+STORE_TEST_TOOLS = ("autogen-agentchat==0.7.5", "starlette>=0.37", "flask>=2.3", *SERVER_TOOLS)
+STORE_CELLS = [
+    StoreCell(
+        "drivers-oldest",
+        (
+            "redis[hiredis]==5.0.1",
+            "sqlalchemy==2.0.0",
+            "psycopg[binary]==3.1.4",
+            "pymysql==1.1.0",
+            "cryptography==42.0.0",
+        ),
+        "the oldest accepted drivers (psycopg-binary 3.1.4: the first with Python 3.11 wheels), "
+        "against the real servers, Cluster and Sentinel included",
+    ),
+]
+
 
 def install_agentsession(session: nox.Session, *packages: str) -> None:
     """The package under test (editable) plus exactly the given pins."""
@@ -244,6 +270,15 @@ def framework(session: nox.Session, cell: FrameworkCell) -> None:
         "AGENTSESSION_REQUIRE_BROWSER": "0",  # the browser test runs in the full suite
     }
     session.run("pytest", "-q", *cell.tests, *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON, tags=["stores"])
+@nox.parametrize("cell", STORE_CELLS, ids=[c.id for c in STORE_CELLS])
+def stores(session: nox.Session, cell: StoreCell) -> None:
+    """One set of store drivers: the store tests on every store, real servers included."""
+    install_agentsession(session, *STORE_TEST_TOOLS, *cell.packages)
+    env = {"AGENTSESSION_REQUIRE_FAMILIES": "agentchat", "AGENTSESSION_REQUIRE_BROWSER": "0"}
+    session.run("pytest", "-q", *STORE_TESTS, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
@@ -318,6 +353,8 @@ def render_versions() -> str:
     ]
     lines += ["", "## Web frameworks", "", "| cell | installs | why |", "|---|---|---|"]
     lines += [f"| `{c.id}` | `{' '.join(c.packages)}` | {c.note} |" for c in FRAMEWORK_CELLS]
+    lines += ["", "## Store drivers", "", "| cell | installs | why |", "|---|---|---|"]
+    lines += [f"| `{c.id}` | `{' '.join(c.packages)}` | {c.note} |" for c in STORE_CELLS]
     lines += [
         "",
         "Python 3.11 on CI. Legacy pyautogen 0.2.x needs Python < 3.13; ag2 0.x and `autogen` 0.14 run on newer Pythons.",

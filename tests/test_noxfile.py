@@ -87,3 +87,20 @@ def test_extras_admit_every_tested_version() -> None:
             assert ranges[name].contains(version, prereleases=True), (
                 f"{name} {version} not in {ranges[name]}"
             )
+
+
+def test_the_store_cell_installs_the_oldest_accepted_drivers() -> None:
+    noxfile = check_docs.load_noxfile()
+    (cell,) = noxfile.STORE_CELLS
+    pinned = pins(cell.packages)
+    floors = {}
+    for name in ("redis", "postgresql", "mysql", "encryption"):
+        for requirement in extras()[name]:
+            (spec,) = (s for s in requirement.specifier if s.operator == ">=")
+            floors[requirement.name.lower()] = (requirement.specifier, Version(spec.version))
+    assert set(pinned) == set(floors)
+    for package, version in pinned.items():
+        specifier, floor = floors[package]
+        assert version in specifier, package
+        # psycopg-binary 3.1.0-3.1.3 have no Python 3.11 wheels: the oldest that installs
+        assert version == floor or (package == "psycopg" and version.release[:2] == (3, 1))

@@ -83,7 +83,6 @@ try:
     )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("redis", "redis", "The Redis store") from exc
 
@@ -440,7 +439,7 @@ class RedisStore(Store):
                     url,
                     **timeouts,
                     health_check_interval=30,
-                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                    retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                     retry_on_error=_RETRIED,
                 )
             self._owns_client = True
@@ -508,7 +507,7 @@ class RedisStore(Store):
         sentinel_kwargs = dict(timeouts)
         if sentinel_password:
             sentinel_kwargs["password"] = sentinel_password
-        self._sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        self._sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         # the pool asks the sentinels for the master on every new connection, and a master
         # that turned replica (READONLY) drops its connection: a retry reaches the new master
         master: aioredis.Redis = self._sentinel.master_for(
@@ -516,7 +515,7 @@ class RedisStore(Store):
             redis_class=aioredis.Redis,
             **{**timeouts, **kwargs},
             health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             retry_on_error=_RETRIED,
         )
         return master
@@ -1117,7 +1116,9 @@ class RedisStore(Store):
         if self._owns_client:  # a client the application passed in stays open
             await self.client.aclose()
         if self._sentinel is not None:
-            await self._sentinel.aclose()
+            # redis-py 5.0's Sentinel has no aclose(): its clients close one by one
+            for sentinel in self._sentinel.sentinels:
+                await sentinel.aclose()
 
 
 def _describe(client: Any) -> str:

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
@@ -71,6 +71,17 @@ _DRIVERS = {
     "mariadb": "mysql+pymysql",
 }
 _MYSQL = ("mysql", "mariadb")  # dialect names: mariadb+pymysql:// URLs get their own
+
+
+class _Head(NamedTuple):
+    """A conversation's summary row, as ``_pipelined_read`` reads it with the driver."""
+
+    session_id: str
+    version: int
+    message_count: int
+    metadata: str
+    created_at: float
+    updated_at: float
 
 
 class _Key(sa.types.TypeDecorator[str]):
@@ -261,7 +272,16 @@ class SQLStore(Store):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._hot = _HotPath(self)
-        self._messages_table = self.engine.dialect.identifier_preparer.format_table(self.messages)
+        quote = self.engine.dialect.identifier_preparer.format_table
+        self._messages_table = quote(self.messages)
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        # psycopg's pipeline mode: a read's statements go out together, one round trip
+        self._pipeline = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
+        self._pipelined_sql = (
+            f"SELECT session_id, version, message_count, metadata, created_at, updated_at "
+            f"FROM {quote(self.conversations)} WHERE session_id = %s AND updated_at >= %s",
+            f"SELECT body FROM {self._messages_table} WHERE session_id = %s",
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
@@ -331,16 +351,21 @@ class SQLStore(Store):
     def for_loop(self) -> SQLStore:
         return self  # SQLAlchemy's engine is thread-safe; every call runs in a worker thread
 
-    async def _run(self, fn: Callable[[Connection], T], snapshot: bool = False) -> T:
-        return await asyncio.to_thread(self._call, fn, snapshot)
+    async def _run(
+        self, fn: Callable[[Connection], T], snapshot: bool = False, own: bool = False
+    ) -> T:
+        return await asyncio.to_thread(self._call, fn, snapshot, own)
 
-    def _call(self, fn: Callable[[Connection], T], snapshot: bool = False) -> T:
+    def _call(self, fn: Callable[[Connection], T], snapshot: bool = False, own: bool = False) -> T:
         """Run ``fn`` in one transaction; ``snapshot``: every statement sees the same data.
 
         PostgreSQL's default (READ COMMITTED) gives each statement its own snapshot, so a
         read of the summary and then the messages could straddle a concurrent turn;
         REPEATABLE READ goes into psycopg's BEGIN, no extra round trip. InnoDB's default is
         already REPEATABLE READ with one snapshot from the first read.
+
+        ``own``: ``fn`` opens and ends its transaction itself (``_pipelined_read``), on a
+        connection in autocommit mode.
         """
         attempts = 4
         for attempt in range(1, attempts + 1):
@@ -351,15 +376,21 @@ class SQLStore(Store):
                     self._create_tables()
                 _writes.sent = False
                 with self.engine.connect() as conn, self._bounded(conn) as watch:
-                    if snapshot and self.dialect == "postgresql":
+                    if own:
+                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    elif snapshot and self.dialect == "postgresql":
                         conn = conn.execution_options(isolation_level="REPEATABLE READ")
                     try:
                         with conn.begin():
-                            if self._limits is not None:
+                            if self._limits is not None and not own:
                                 conn.execute(self._limits)
                             result = fn(conn)
                             committing = True  # the COMMIT goes out as this block ends
                         return result
+                    except self._driver_error as orig:  # from the driver's own cursor
+                        raise sa_exc.DBAPIError.instance(
+                            None, None, orig, self._driver_error
+                        ) from orig
                     finally:
                         timed_out = watch is not None and watch.fired
             except sa_exc.DBAPIError as exc:
@@ -470,7 +501,10 @@ class SQLStore(Store):
                 return None
             return head, self._messages(conn, session_id)
 
-        found = await self._run(read, snapshot=True)
+        if self._pipeline:
+            found = await self._run(lambda conn: self._pipelined_read(conn, session_id), own=True)
+        else:
+            found = await self._run(read, snapshot=True)
         if found is None:
             return None
         head, messages = found
@@ -496,6 +530,17 @@ class SQLStore(Store):
             messages = self._messages(conn, session_id, first, end)
             return MessagePage(messages, first, total, int(head.version))
 
+        if self._pipeline and start >= 0 and (stop is None or stop >= 0):
+            # the page's bounds are known without the count: read both at once
+            found = await self._run(
+                lambda conn: self._pipelined_read(conn, session_id, start, stop), own=True
+            )
+            if found is None:
+                return None
+            head, messages = found
+            total = int(head.message_count)
+            first, _ = page_bounds(start, stop, total)
+            return MessagePage(messages, first, total, int(head.version))
         return await self._run(read, snapshot=True)
 
     async def truncate(self, session_id: str, keep: int, expected_version: int) -> int:
@@ -718,6 +763,41 @@ class SQLStore(Store):
             return self.codec.load_messages([body for (body,) in cursor.fetchall()], session_id)
         finally:
             cursor.close()
+
+    def _pipelined_read(
+        self, conn: Connection, session_id: str, first: int = 0, end: int | None = None
+    ) -> tuple[Any, list[Message]] | None:
+        """The summary row and messages ``first`` to ``end`` of a live conversation, in one
+        REPEATABLE READ transaction sent as one psycopg pipeline: BEGIN, the two SELECTs and
+        COMMIT go out together and cost one round trip instead of four. ``conn`` is in
+        autocommit mode (``_call(own=True)``), so the transaction is this method's own.
+        """
+        head_sql, messages_sql = self._pipelined_sql
+        params: list[str | int] = [session_id]
+        if first > 0:
+            messages_sql += " AND seq >= %s"
+            params.append(first)
+        if end is not None:
+            messages_sql += " AND seq < %s"
+            params.append(end)
+        dbapi: Any = conn.connection.dbapi_connection
+        control, summary, records = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
+        try:
+            with dbapi.pipeline():
+                control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                if self._limits is not None:
+                    control.execute(str(self._limits))
+                summary.execute(head_sql, [session_id, self._cutoff()])
+                records.execute(messages_sql + " ORDER BY seq", params)
+                control.execute("COMMIT")
+            head = summary.fetchone()
+            bodies = [body for (body,) in records.fetchall()]
+        finally:  # after an error, _call's rollback ends the transaction the pipeline left open
+            for cursor in (control, summary, records):
+                cursor.close()
+        if head is None:
+            return None
+        return _Head(*head), self.codec.load_messages(bodies, session_id)
 
     def _raise_missing_or_conflict(
         self, conn: Connection, session_id: str, expected: int

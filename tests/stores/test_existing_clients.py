@@ -174,7 +174,9 @@ def test_wrong_clients_are_refused() -> None:
             "sqlalchemy.Engine",
         ),
         (
-            lambda: SQLStore("postgresql://u@h/db", engine=sa.create_engine("postgresql://u@h/d")),
+            lambda: SQLStore(
+                "postgresql://u@h/db", engine=sa.create_engine("postgresql+psycopg://u@h/d")
+            ),
             "not both",
         ),
     ]

@@ -4,9 +4,11 @@ lease is fenced, a renewed one is kept, and idempotency keys find their turns.""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from test_contract import _FailsAt, corrupt, run, turn
 
 from agentsession import ConflictError, CorruptRecord, LeaseLost, SessionNotFound
@@ -97,6 +99,7 @@ def test_a_load_never_straddles_a_turn(store_url: str) -> None:
     other = open_store(store_url)
 
     async def body(store: Any) -> None:
+        store._pipeline = False  # PostgreSQL's pipelined read: the test below
         await store.create("s1", {})
         await store.append("s1", turn(0), 0)
         read_head = store._head
@@ -115,6 +118,65 @@ def test_a_load_never_straddles_a_turn(store_url: str) -> None:
         later = await store.load("s1")
         assert later is not None and later.version == 2 and len(later.messages) == 4
         await other.close()
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_pipelined_read_never_straddles_a_turn(store_url: str) -> None:
+    # on PostgreSQL the summary and the messages go out in one pipeline: a turn that commits
+    # while the summary's SELECT runs must not show up in the messages that follow it
+    other = open_store(store_url)
+
+    async def body(store: Any) -> None:
+        assert store._pipeline
+        await store.create("s1", {})
+        await store.append("s1", turn(0), 0)
+        head_sql, messages_sql = store._pipelined_sql
+        # the summary's SELECT takes 0.5 s, and a turn commits 0.1 s into it
+        store._pipelined_sql = (head_sql + " AND (SELECT true FROM pg_sleep(0.5))", messages_sql)
+
+        def a_turn_lands(version: int) -> None:
+            time.sleep(0.1)
+            bodies = [other.codec.dump_message(m) for m in turn(version)]
+            other._call(lambda c: other._append_in(c, "s1", bodies, version))
+
+        loop = asyncio.get_running_loop()
+        for version, read in ((1, store.load), (2, lambda sid: store.read_messages(sid, 0))):
+            lands = loop.run_in_executor(None, a_turn_lands, version)
+            found = await read("s1")
+            await lands
+            assert found is not None and found.version == version
+            expected = [m.content for v in range(version) for m in turn(v)]
+            assert [m.content for m in found.messages] == expected
+        store._pipelined_sql = (head_sql, messages_sql)
+        later = await store.load("s1")
+        assert later is not None and later.version == 3 and len(later.messages) == 6
+        await other.close()
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_failed_pipelined_read_leaves_its_connection_usable(store_url: str) -> None:
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+        await store.append("s1", turn(0), 0)
+        head_sql, messages_sql = store._pipelined_sql
+        store._pipelined_sql = (head_sql, messages_sql.replace("body", "no_such_column", 1))
+        connects: list[object] = []
+        sa.event.listen(store.engine, "connect", lambda *args: connects.append(args))
+        for _ in range(8):
+            with pytest.raises(Exception, match="no_such_column"):
+                await store.load("s1")
+        store._pipelined_sql = (head_sql, messages_sql)
+        for _ in range(8):
+            found = await store.load("s1")
+            assert found is not None and len(found.messages) == 2
+        assert await store.append("s1", turn(1), 1) == 2
+        # the failed transaction was rolled back, so its connection went back to the pool
+        # (one it could not reset would be discarded, and a new one opened)
+        assert connects == []
 
     run(store_url, body)
 
