@@ -74,7 +74,8 @@ _MYSQL = ("mysql", "mariadb")  # dialect names: mariadb+pymysql:// URLs get thei
 
 
 class _Head(NamedTuple):
-    """A conversation's summary row, as ``_pipelined_read`` reads it with the driver."""
+    """A conversation's summary row, as ``_pipelined_read`` reads it with the driver (the
+    conversations table's columns, in their order)."""
 
     session_id: str
     version: int
@@ -272,15 +273,14 @@ class SQLStore(Store):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._hot = _HotPath(self)
-        quote = self.engine.dialect.identifier_preparer.format_table
-        self._messages_table = quote(self.messages)
+        self._messages_table = self.engine.dialect.identifier_preparer.format_table(self.messages)
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         # psycopg's pipeline mode: a read's statements go out together, one round trip
         self._pipeline = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
+        # the summary's SELECT (columns in _Head's order, named parameters) and the records'
         self._pipelined_sql = (
-            f"SELECT session_id, version, message_count, metadata, created_at, updated_at "
-            f"FROM {quote(self.conversations)} WHERE session_id = %s AND updated_at >= %s",
-            f"SELECT body FROM {self._messages_table} WHERE session_id = %s",
+            str(self._hot.head.compile(dialect=self.engine.dialect)),
+            f"SELECT body FROM {self._messages_table} WHERE ",
         )
 
     @classmethod
@@ -744,8 +744,7 @@ class SQLStore(Store):
         or drops it), is read again row by row, so the error names it. PostgreSQL hands the
         rows over faster than it joins them, so there the rows are joined here.
         """
-        where = "session_id = %s" + ("" if end is None else " AND seq >= %s AND seq < %s")
-        params: list[str | int] = [session_id] if end is None else [session_id, first, end]
+        where, params = _seq_range(session_id, first, end)
         table = self._messages_table
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -773,13 +772,7 @@ class SQLStore(Store):
         autocommit mode (``_call(own=True)``), so the transaction is this method's own.
         """
         head_sql, messages_sql = self._pipelined_sql
-        params: list[str | int] = [session_id]
-        if first > 0:
-            messages_sql += " AND seq >= %s"
-            params.append(first)
-        if end is not None:
-            messages_sql += " AND seq < %s"
-            params.append(end)
+        where, params = _seq_range(session_id, first, end)
         dbapi: Any = conn.connection.dbapi_connection
         control, summary, records = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
         try:
@@ -787,8 +780,8 @@ class SQLStore(Store):
                 control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 if self._limits is not None:
                     control.execute(str(self._limits))
-                summary.execute(head_sql, [session_id, self._cutoff()])
-                records.execute(messages_sql + " ORDER BY seq", params)
+                summary.execute(head_sql, {"sid": session_id, "cutoff": self._cutoff()})
+                records.execute(messages_sql + where + " ORDER BY seq", params)
                 control.execute("COMMIT")
             head = summary.fetchone()
             bodies = [body for (body,) in records.fetchall()]
@@ -1123,6 +1116,19 @@ class _HotPath:
             .where(lease.session_id == sid, lease.token == sa.bindparam("tok"))
             .values(expires_at=sa.bindparam("expires", type_=sa.Float(53)))
         )
+
+
+def _seq_range(session_id: str, first: int, end: int | None) -> tuple[str, list[str | int]]:
+    """The WHERE clause (driver placeholders) and parameters of messages ``first`` to ``end``."""
+    where = "session_id = %s"
+    params: list[str | int] = [session_id]
+    if first > 0:
+        where += " AND seq >= %s"
+        params.append(first)
+    if end is not None:
+        where += " AND seq < %s"
+        params.append(end)
+    return where, params
 
 
 def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
