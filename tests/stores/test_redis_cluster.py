@@ -298,6 +298,8 @@ def store_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
 _NOT_HERE = {
     "test_a_missing_driver_names_its_extra",  # no store
     "test_a_load_never_straddles_a_turn",  # SQL only
+    "test_a_pipelined_read_never_straddles_a_turn",  # PostgreSQL only
+    "test_a_failed_pipelined_read_leaves_its_connection_usable",  # PostgreSQL only
     "test_an_encrypted_journal_holds_no_plaintext",  # a store of its own
 }
 for _module in (test_contract, test_turn_protocol, test_journal):

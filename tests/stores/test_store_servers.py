@@ -565,6 +565,12 @@ def test_outage_then_recovery(private_server: PrivateServer) -> None:
             assert time.monotonic() - started < 10
             assert str(server.port) in str(caught.value)
             assert server.password not in str(caught.value)
+        # the writer's own calls retry for about a second before they give up: stay down
+        # until one of them has
+        deadline = time.monotonic() + 30
+        while not unavailable:
+            assert time.monotonic() < deadline, "the writer never saw the outage"
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(server.start)
         # the same store object reconnects by itself
         recovered = len(acked)
