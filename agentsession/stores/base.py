@@ -329,7 +329,13 @@ def take_url_options(url: str, names: tuple[str, ...]) -> tuple[str, dict[str, A
     if "ttl" in own:
         own["ttl"] = seconds_option("ttl", own["ttl"], url)
     rest = urlencode([(k, v) for k, v in query if k not in names])
-    return urlunsplit(parts._replace(query=rest)), own
+    rebuilt = urlunsplit(parts._replace(query=rest))
+    scheme = f"{parts.scheme}:"
+    if not parts.netloc and url.startswith(scheme + "//") and not rebuilt.startswith(scheme + "//"):
+        # urlunsplit writes unix:///run/redis.sock as unix:/run/redis.sock, which redis-py
+        # 8.2 refuses: keep the URL's empty authority
+        rebuilt = scheme + "//" + rebuilt[len(scheme) :]
+    return rebuilt, own
 
 
 class Store(ABC):

@@ -15,7 +15,7 @@ from agentsession import ConfigurationError
 from agentsession.errors import MissingDependency, StoreNotFound
 from agentsession.messages import user
 from agentsession.stores import open_store, store_class
-from agentsession.stores.base import redact_url
+from agentsession.stores.base import redact_url, take_url_options
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,17 @@ def test_urls_that_work_still_parse() -> None:
         "sqlite:///a.db?ttl=1.5",
     ):
         assert open_store(url).ttl in (60.0, None, 1.5)
+
+
+def test_a_socket_url_keeps_its_empty_authority() -> None:
+    # redis-py 8.2 takes unix:///path only, not the unix:/path urlunsplit writes
+    for url, rest in (
+        ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
+        ("unix:///tmp/redis.sock?prefix=app:&db=2", "unix:///tmp/redis.sock?db=2"),
+        ("sqlite:///a.db?ttl=1.5", "sqlite:///a.db"),
+        ("redis://h:6379/0?prefix=p", "redis://h:6379/0"),
+    ):
+        assert take_url_options(url, ("prefix", "ttl"))[0] == rest
 
 
 def test_redact_url() -> None:
