@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import (
@@ -71,6 +72,7 @@ _DRIVERS = {
     "mariadb": "mysql+pymysql",
 }
 _MYSQL = ("mysql", "mariadb")  # dialect names: mariadb+pymysql:// URLs get their own
+_POOL_LIMIT = 64  # more than a pool holds (its pool_size + max_overflow)
 
 
 class _Head(NamedTuple):
@@ -277,11 +279,7 @@ class SQLStore(Store):
         self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         # psycopg's pipeline mode: a read's statements go out together, one round trip
         self._pipeline = self.dialect == "postgresql" and self.engine.dialect.driver == "psycopg"
-        # the summary's SELECT (columns in _Head's order, named parameters) and the records'
-        self._pipelined_sql = (
-            str(self._hot.head.compile(dialect=self.engine.dialect)),
-            f"SELECT body FROM {self._messages_table} WHERE ",
-        )
+        self._pipelined_sql = _PipelinedSQL.build(self)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLStore:
@@ -364,8 +362,9 @@ class SQLStore(Store):
         REPEATABLE READ goes into psycopg's BEGIN, no extra round trip. InnoDB's default is
         already REPEATABLE READ with one snapshot from the first read.
 
-        ``own``: ``fn`` opens and ends its transaction itself (``_pipelined_read``), on a
-        connection in autocommit mode.
+        ``own``: ``fn`` opens and ends its transaction itself (``_pipelined_read`` and the
+        other pipelined calls), on a connection in autocommit mode; it sets ``_writes.sent``
+        when it sends a COMMIT that may record a write.
         """
         attempts = 4
         for attempt in range(1, attempts + 1):
@@ -375,7 +374,7 @@ class SQLStore(Store):
                 if not self._ready:
                     self._create_tables()
                 _writes.sent = False
-                with self.engine.connect() as conn, self._bounded(conn) as watch:
+                with self._connect(alive=own) as conn, self._bounded(conn) as watch:
                     if own:
                         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                     elif snapshot and self.dialect == "postgresql":
@@ -388,8 +387,12 @@ class SQLStore(Store):
                             committing = True  # the COMMIT goes out as this block ends
                         return result
                     except self._driver_error as orig:  # from the driver's own cursor
+                        dbapi = conn.connection.dbapi_connection
+                        gone = self.engine.dialect.is_disconnect(cast(Any, orig), dbapi, None)
+                        if gone:  # the pool must not hand this connection out again
+                            conn.invalidate()
                         raise sa_exc.DBAPIError.instance(
-                            None, None, orig, self._driver_error
+                            None, None, orig, self._driver_error, connection_invalidated=gone
                         ) from orig
                     finally:
                         timed_out = watch is not None and watch.fired
@@ -405,7 +408,7 @@ class SQLStore(Store):
                     log.debug("%s: deadlock victim, retrying (%s)", self._display, exc.orig)
                     time.sleep(0.01 * attempt)
                     continue
-                if committing and lost and _writes.sent:
+                if (committing or own) and lost and _writes.sent:
                     # the COMMIT of a write was sent and no answer came: it may have landed
                     raise OutcomeUnknown(
                         f"{self.dialect} at {self._display} stopped answering while committing "
@@ -435,6 +438,22 @@ class SQLStore(Store):
                     raise ConfigurationError(f"{self._display}: {exc.orig}{hint}") from exc
                 raise
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _connect(self, alive: bool) -> Iterator[Connection]:
+        """A pooled connection; ``alive``: one the server has not closed (a pipeline sends its
+        COMMIT with its first statement, so a dead connection must be found before sending,
+        not after). After a server restart every pooled connection is dead: each is
+        dropped in turn, then the pool connects anew."""
+        for _ in range(_POOL_LIMIT):
+            conn = self.engine.connect()
+            if not (alive and _closed_by_server(conn)):
+                break
+            log.info("%s: a pooled connection was closed by the server", self._display)
+            conn.invalidate()
+            conn.close()
+        with conn:
+            yield conn
 
     def _pgbouncer_hint(self, exc: sa_exc.DBAPIError) -> str:
         """What to change when the error is PgBouncer's answer to a URL without ?pgbouncer=true.
@@ -643,6 +662,13 @@ class SQLStore(Store):
 
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
+            if self._pipeline and turn_key is None:
+                return await self._run(
+                    lambda conn: self._pipelined_finish(
+                        conn, session_id, bodies, expected_version, token
+                    ),
+                    own=True,
+                )
             return await self._run(write)
         except BaseException:  # the append rolled back, and the release with it
             await self._release_quietly(session_id, token)
@@ -771,7 +797,7 @@ class SQLStore(Store):
         COMMIT go out together and cost one round trip instead of four. ``conn`` is in
         autocommit mode (``_call(own=True)``), so the transaction is this method's own.
         """
-        head_sql, messages_sql = self._pipelined_sql
+        sql = self._pipelined_sql
         where, params = _seq_range(session_id, first, end)
         dbapi: Any = conn.connection.dbapi_connection
         control, summary, records = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
@@ -780,8 +806,8 @@ class SQLStore(Store):
                 control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 if self._limits is not None:
                     control.execute(str(self._limits))
-                summary.execute(head_sql, {"sid": session_id, "cutoff": self._cutoff()})
-                records.execute(messages_sql + where + " ORDER BY seq", params)
+                summary.execute(sql.head, {"sid": session_id, "cutoff": self._cutoff()})
+                records.execute(sql.messages + where + " ORDER BY seq", params)
                 control.execute("COMMIT")
             head = summary.fetchone()
             bodies = [body for (body,) in records.fetchall()]
@@ -791,6 +817,90 @@ class SQLStore(Store):
         if head is None:
             return None
         return _Head(*head), self.codec.load_messages(bodies, session_id)
+
+    def _pipelined_begin(
+        self, conn: Connection, session_id: str, token: str, ttl: float
+    ) -> tuple[bool, Any]:
+        """``begin_turn`` in one round trip: BEGIN, the lease, the summary and COMMIT in one
+        pipeline. READ COMMITTED gives the summary's SELECT a snapshot taken after the lease's
+        INSERT (which waits for a finishing turn's commit), as in two separate statements.
+        Retrying after a lost answer is safe: the take accepts its own token. The lease
+        commits without waiting for its WAL flush, as the SQLite store's leases do: a lease
+        the server loses in a crash only frees the conversation, and the turn's own write is
+        still fenced by the version check.
+        """
+        sql = self._pipelined_sql
+        now = time.time()
+        dbapi: Any = conn.connection.dbapi_connection
+        control, lease, summary = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
+        try:
+            with dbapi.pipeline():
+                control.execute("BEGIN")
+                # a lease needs no fsync: after a crash, the version check fences its turn
+                control.execute("SET LOCAL synchronous_commit = off")
+                if self._limits is not None:
+                    control.execute(str(self._limits))
+                lease.execute(
+                    sql.take_lease,
+                    {"sid": session_id, "tok": token, "expires": now + ttl, "now": now},
+                )
+                summary.execute(sql.head, {"sid": session_id, "cutoff": self._cutoff()})
+                control.execute("COMMIT")
+            holder = lease.fetchone()
+            head = summary.fetchone()
+        finally:  # after an error, _call's rollback ends the transaction the pipeline left open
+            for cursor in (control, lease, summary):
+                cursor.close()
+        if holder is None or holder[0] != token:
+            return False, None
+        return True, None if head is None else _Head(*head)
+
+    def _pipelined_finish(
+        self,
+        conn: Connection,
+        session_id: str,
+        bodies: list[str],
+        expected_version: int,
+        token: str,
+    ) -> int:
+        """``finish_turn`` (without a turn key) in one round trip: BEGIN, the turn's one
+        statement (``_PipelinedSQL.finish``) and COMMIT in one pipeline. A turn it refuses
+        changes nothing but its own lease's release, which ``finish_turn`` does then anyway.
+        ``_call`` has checked that the pooled connection is alive, so a connection lost from
+        here on may have committed: an outcome unknown.
+        """
+        params = {
+            "sid": session_id,
+            "tok": token,
+            "cutoff": self._cutoff(),
+            "expected": expected_version,
+            "added": len(bodies),
+            "now": time.time(),
+            "bodies": bodies,
+        }
+        dbapi: Any = conn.connection.dbapi_connection
+        control, turn = dbapi.cursor(), dbapi.cursor()
+        try:
+            _writes.sent = True
+            with dbapi.pipeline():
+                control.execute("BEGIN")
+                if self._limits is not None:
+                    control.execute(str(self._limits))
+                turn.execute(self._pipelined_sql.finish, params)
+                control.execute("COMMIT")
+            count, rival, current = turn.fetchone()
+        finally:  # after an error, _call's rollback ends the transaction the pipeline left open
+            for cursor in (control, turn):
+                cursor.close()
+        if count is not None:
+            return expected_version + 1
+        if rival:
+            raise LeaseLost(f"session {session_id!r}: another turn took over the lease")
+        if current is None:
+            raise SessionNotFound(session_id)
+        raise ConflictError(
+            f"session {session_id!r} is at version {current}, expected {expected_version}"
+        )
 
     def _raise_missing_or_conflict(
         self, conn: Connection, session_id: str, expected: int
@@ -951,7 +1061,12 @@ class SQLStore(Store):
                 return False, None
             return True, self._head(conn, session_id)
 
-        taken, row = await self._run(write)
+        if self._pipeline:
+            taken, row = await self._run(
+                lambda conn: self._pipelined_begin(conn, session_id, token, ttl), own=True
+            )
+        else:
+            taken, row = await self._run(write)
         if not taken:
             return None
         try:
@@ -1090,7 +1205,8 @@ class _HotPath:
             self.take_lease = pg.on_conflict_do_update(
                 index_elements=[lease.session_id],
                 set_={"token": pg.excluded.token, "expires_at": pg.excluded.expires_at},
-                where=expired,
+                # a retry of a take whose answer was lost finds its own token: taken
+                where=sa.or_(expired, lease.token == pg.excluded.token),
             ).returning(lease.token)
         else:
             # MySQL/MariaDB: one upsert that takes the lease only if it is free or expired,
@@ -1118,6 +1234,54 @@ class _HotPath:
         )
 
 
+class _PipelinedSQL(NamedTuple):
+    """The statements psycopg's pipeline mode sends with the driver's cursor (named
+    parameters, PostgreSQL only): a read's and a turn's statements go out together."""
+
+    head: str
+    """The summary row (columns in ``_Head``'s order): sid, cutoff."""
+    messages: str
+    """The records' SELECT, up to its WHERE clause (``_seq_range``)."""
+    take_lease: str
+    """Take a free or expired lease, returning the holder's token: sid, tok, expires, now."""
+    finish: str
+    """A turn's write in one statement: release the lease, bump the version if no one else
+    holds it, insert the records. Returns the new message count (NULL if not bumped), whether
+    another turn holds the lease, and the version before: sid, tok, cutoff, expected, added,
+    now, bodies."""
+
+    @classmethod
+    def build(cls, store: SQLStore) -> _PipelinedSQL:
+        dialect = store.engine.dialect
+        table = dialect.identifier_preparer.format_table
+        conversations, messages, leases = (
+            table(t) for t in (store.conversations, store.messages, store.leases)
+        )
+        live = "session_id = %(sid)s AND updated_at >= %(cutoff)s"
+        # data-modifying WITH clauses run once, to completion, on one snapshot: ``rival``
+        # does not see ``released``'s delete (it deletes only this turn's own row anyway)
+        finish = (
+            f"WITH released AS (DELETE FROM {leases}"
+            " WHERE session_id = %(sid)s AND token = %(tok)s RETURNING 1),"
+            f" rival AS (SELECT 1 FROM {leases} WHERE session_id = %(sid)s AND token <> %(tok)s),"
+            f" bumped AS (UPDATE {conversations} SET version = version + 1,"
+            " message_count = message_count + %(added)s, updated_at = %(now)s"
+            f" WHERE {live} AND version = %(expected)s AND NOT EXISTS (SELECT 1 FROM rival)"
+            " RETURNING message_count),"
+            f" inserted AS (INSERT INTO {messages} (session_id, seq, body)"
+            " SELECT %(sid)s, bumped.message_count - %(added)s + t.ord - 1, t.body"
+            " FROM bumped, unnest(%(bodies)s::text[]) WITH ORDINALITY AS t(body, ord))"
+            " SELECT (SELECT message_count FROM bumped), EXISTS (SELECT 1 FROM rival),"
+            f" (SELECT version FROM {conversations} WHERE {live})"
+        )
+        return cls(
+            head=str(store._hot.head.compile(dialect=dialect)),
+            messages=f"SELECT body FROM {messages} WHERE ",
+            take_lease=str(store._hot.take_lease.compile(dialect=dialect)),
+            finish=finish,
+        )
+
+
 def _seq_range(session_id: str, first: int, end: int | None) -> tuple[str, list[str | int]]:
     """The WHERE clause (driver placeholders) and parameters of messages ``first`` to ``end``."""
     where = "session_id = %s"
@@ -1137,6 +1301,25 @@ def _created_meanwhile(exc: sa_exc.DBAPIError) -> bool:
         return True
     args: Any = getattr(exc.orig, "args", ())
     return bool(args) and args[0] in (1050, 1061)  # MySQL: table exists, duplicate key name
+
+
+def _closed_by_server(conn: Connection) -> bool:
+    """Has the server said goodbye on this idle pooled psycopg connection? A server that
+    restarts or ends the backend sends an error and closes the socket, which makes it
+    readable; a live idle connection has nothing to read."""
+    dbapi: Any = conn.connection.dbapi_connection
+    if dbapi.closed:
+        return True
+    try:
+        fd = dbapi.pgconn.socket
+    except Exception:  # psycopg's OperationalError: the connection has no socket
+        return True
+    if hasattr(select, "poll"):  # any descriptor number (select() stops at FD_SETSIZE)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    ready, _, _ = select.select([fd], [], [], 0)  # Windows: no poll(), and no such limit
+    return bool(ready)
 
 
 _writes = threading.local()

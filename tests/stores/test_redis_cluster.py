@@ -297,15 +297,24 @@ def store_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
 
 _NOT_HERE = {
     "test_a_missing_driver_names_its_extra",  # no store
-    "test_a_load_never_straddles_a_turn",  # SQL only
-    "test_a_pipelined_read_never_straddles_a_turn",  # PostgreSQL only
-    "test_a_failed_pipelined_read_leaves_its_connection_usable",  # PostgreSQL only
     "test_an_encrypted_journal_holds_no_plaintext",  # a store of its own
 }
+
+
+def _for_other_stores(test: Any) -> bool:
+    """Is ``test`` parametrized for named store kinds only (PostgreSQL's pipelines), none a
+    cluster?"""
+    return any(
+        mark.name == "parametrize" and mark.args[0] == "store_kind"
+        for mark in getattr(test, "pytestmark", [])
+    )
+
+
 for _module in (test_contract, test_turn_protocol, test_journal):
     for _name in dir(_module):
-        if _name.startswith("test_") and _name not in _NOT_HERE:
-            globals()[_name] = getattr(_module, _name)
+        _test = getattr(_module, _name)
+        if _name.startswith("test_") and _name not in _NOT_HERE and not _for_other_stores(_test):
+            globals()[_name] = _test
 
 
 # -- what a cluster adds -----------------------------------------------------------------

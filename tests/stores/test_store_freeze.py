@@ -220,6 +220,33 @@ def test_a_commit_cut_off_is_an_unknown_outcome(server: PrivateServer) -> None:
     asyncio.run(_opened(store_url(server, "commit"), scenario))
 
 
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)
+def test_a_pipelined_turn_cut_off_is_an_unknown_outcome(server: PrivateServer) -> None:
+    """On PostgreSQL a turn's write and its COMMIT go out in one pipeline: a server that stops
+    answering then leaves the outcome unknown, and here the turn lands once it wakes up."""
+
+    async def scenario(store: Any) -> None:
+        await store.create("s1", {})
+        await store.append("s1", pair("before"), 0)
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        with frozen(server):
+            with pytest.raises(OutcomeUnknown) as caught:
+                await guarded(store.finish_turn("s1", pair("in doubt"), 1, begun[0]))
+            assert "may or may not have been recorded" in str(caught.value)
+        info = await guarded(store.info("s1"))
+        assert info is not None and info.version in (1, 2)
+        conversation = await guarded(store.load("s1"))
+        assert conversation is not None
+        assert len(conversation.messages) == 2 * info.version  # all of the turn, or none
+        print(f"\npostgresql: the cut-off pipelined turn landed: {info.version == 2}")
+        again = await guarded(store.begin_turn("s1", 30))
+        assert again is not None  # the lease was released, by the turn or after it
+        await store.release("s1", again[0])
+
+    asyncio.run(_opened(store_url(server, "pipelined"), scenario))
+
+
 async def _opened(url: str, body: Callable[[Any], Any]) -> None:
     store = open_store(url)
     try:

@@ -209,12 +209,15 @@ def test_drop_removes_its_own_prefix_only(kind: str, tmp_path: Path) -> None:
 # -- kill -9 ---------------------------------------------------------------------------
 
 # Holds the lease, then dies (the parent kills it) inside the turn's write transaction,
-# after the messages were written and before the commit.
+# after the messages were written and before the commit. On PostgreSQL a turn without an
+# idempotency key sends its COMMIT together with its statement (one pipeline), so there is no
+# such moment: the worker's turn has a key, which takes the statement-by-statement
+# transaction; the test after this one kills a pipelined turn.
 HANG_BEFORE_COMMIT = textwrap.dedent(
     """
     import asyncio, sqlite3, sys, time
     from agentsession import Message
-    from agentsession.stores import open_store
+    from agentsession.stores import TurnKey, open_store
 
     url, sid = sys.argv[1], sys.argv[2]
     armed = False
@@ -242,7 +245,8 @@ HANG_BEFORE_COMMIT = textwrap.dedent(
         info = await store.info(sid)
         turn = [Message("user", f"doomed {i}") for i in range(200)]
         armed = True
-        await store.finish_turn(sid, turn, info.version, token)
+        key = TurnKey("doomed", "0" * 64) if url.startswith("postgresql") else None
+        await store.finish_turn(sid, turn, info.version, token, turn_key=key)
 
     asyncio.run(main())
     """
@@ -279,6 +283,90 @@ def test_kill_9_inside_the_write_transaction(durable_kind: str, durable_store_ur
         conversation = await store.load("s1")
         assert conversation is not None
         assert assert_whole_turns(conversation.messages) == ["before", "after"]
+
+    asyncio.run(opened(url, scenario))
+
+
+PIPELINED_TURN = textwrap.dedent(
+    """
+    import asyncio, sys
+    from agentsession import Message
+    from agentsession.stores import open_store
+
+    url, sid = sys.argv[1], sys.argv[2]
+
+    async def main():
+        store = open_store(url)
+        token, info = await store.begin_turn(sid, 3)
+        turn = [Message(role, text) for i in range(100)
+                for role, text in (("user", f"doomed {i}"), ("assistant", f"re doomed {i}"))]
+        print("sending", flush=True)
+        await store.finish_turn(sid, turn, info.version, token)
+        print("acknowledged", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("durable_kind", ["postgresql"])
+def test_kill_9_while_a_pipelined_turn_waits_on_the_server(
+    durable_kind: str, durable_store_url: str
+) -> None:
+    """The worker's turn (statement and COMMIT, sent together) waits on a row lock when the
+    worker is killed: the server finishes it or drops it, whole, and the conversation goes on
+    either way."""
+    import sqlalchemy as sa
+
+    url = durable_store_url
+
+    async def scenario(store: Any) -> None:
+        await store.create("s1", {})
+        await store.append("s1", pair("before"), 0)
+        c = store.conversations.c
+        locker = sa.create_engine(store.engine.url)
+        try:
+            with locker.connect() as conn:
+                held = conn.begin()
+                conn.execute(sa.select(c.version).where(c.session_id == "s1").with_for_update())
+                worker = spawn(PIPELINED_TURN, url, "s1")
+                try:
+                    await asyncio.to_thread(wait_for_line, worker, "sending")
+                    waiting = sa.text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                    deadline = time.monotonic() + 30
+                    while (pid := conn.execute(waiting).scalar()) is None:
+                        assert time.monotonic() < deadline, "the turn never reached the server"
+                        await asyncio.sleep(0.02)
+                finally:
+                    kill_9(worker)
+                held.rollback()  # the turn of a dead worker goes on
+                deadline = time.monotonic() + 30
+                gone = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+                while conn.execute(gone, {"pid": pid}).scalar():
+                    assert time.monotonic() < deadline, "the dead worker's backend stayed"
+                    await asyncio.sleep(0.02)
+        finally:
+            locker.dispose()
+        info = await store.info("s1")
+        assert info is not None and info.version in (1, 2)
+        conversation = await store.load("s1")
+        assert conversation is not None
+        landed = [f"doomed {i}" for i in range(100)] if info.version == 2 else []
+        assert assert_whole_turns(conversation.messages) == ["before", *landed]
+        print(f"\nthe dead worker's pipelined turn landed: {bool(landed)}")
+        # the lease went with the turn, or expires (3 s) and is taken over
+        started = time.monotonic()
+        while (token := await store.acquire("s1", 10)) is None:
+            assert not landed, "the landed turn left its lease behind"
+            assert time.monotonic() - started < 15, "the dead worker's lease never expired"
+            await asyncio.sleep(0.1)
+        assert await store.finish_turn("s1", pair("after"), info.version, token)
+        conversation = await store.load("s1")
+        assert conversation is not None
+        assert assert_whole_turns(conversation.messages) == ["before", *landed, "after"]
 
     asyncio.run(opened(url, scenario))
 

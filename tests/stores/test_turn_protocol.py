@@ -132,9 +132,9 @@ def test_a_pipelined_read_never_straddles_a_turn(store_url: str) -> None:
         assert store._pipeline
         await store.create("s1", {})
         await store.append("s1", turn(0), 0)
-        head_sql, messages_sql = store._pipelined_sql
+        sql = store._pipelined_sql
         # the summary's SELECT takes 0.5 s, and a turn commits 0.1 s into it
-        store._pipelined_sql = (head_sql + " AND (SELECT true FROM pg_sleep(0.5))", messages_sql)
+        store._pipelined_sql = sql._replace(head=sql.head + " AND (SELECT true FROM pg_sleep(0.5))")
 
         def a_turn_lands(version: int) -> None:
             time.sleep(0.1)
@@ -149,7 +149,7 @@ def test_a_pipelined_read_never_straddles_a_turn(store_url: str) -> None:
             assert found is not None and found.version == version
             expected = [m.content for v in range(version) for m in turn(v)]
             assert [m.content for m in found.messages] == expected
-        store._pipelined_sql = (head_sql, messages_sql)
+        store._pipelined_sql = sql
         later = await store.load("s1")
         assert later is not None and later.version == 3 and len(later.messages) == 6
         await other.close()
@@ -162,14 +162,14 @@ def test_a_failed_pipelined_read_leaves_its_connection_usable(store_url: str) ->
     async def body(store: Any) -> None:
         await store.create("s1", {})
         await store.append("s1", turn(0), 0)
-        head_sql, messages_sql = store._pipelined_sql
-        store._pipelined_sql = (head_sql, messages_sql.replace("body", "no_such_column", 1))
+        sql = store._pipelined_sql
+        store._pipelined_sql = sql._replace(messages=sql.messages.replace("body", "x_column", 1))
         connects: list[object] = []
         sa.event.listen(store.engine, "connect", lambda *args: connects.append(args))
         for _ in range(8):
-            with pytest.raises(Exception, match="no_such_column"):
+            with pytest.raises(Exception, match="x_column"):
                 await store.load("s1")
-        store._pipelined_sql = (head_sql, messages_sql)
+        store._pipelined_sql = sql
         for _ in range(8):
             found = await store.load("s1")
             assert found is not None and len(found.messages) == 2
@@ -177,6 +177,136 @@ def test_a_failed_pipelined_read_leaves_its_connection_usable(store_url: str) ->
         # the failed transaction was rolled back, so its connection went back to the pool
         # (one it could not reset would be discarded, and a new one opened)
         assert connects == []
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_turn_costs_one_pipeline_each_way(store_url: str) -> None:
+    # begin_turn and finish_turn each go out as one pipeline on PostgreSQL: what they leave
+    # behind is what the statement-by-statement path leaves, lease and records alike
+    async def body(store: Any) -> None:
+        assert store._pipeline
+        await store.create("s1", {"user": "ada"})
+        for version in range(3):
+            begun = await store.begin_turn("s1", 30)
+            assert begun is not None
+            token, info = begun
+            assert info is not None and info.version == version
+            assert info.message_count == 2 * version and info.metadata == {"user": "ada"}
+            assert await store.begin_turn("s1", 30) is None  # the lease is held
+            assert await store.finish_turn("s1", turn(version), version, token) == version + 1
+        conversation = await store.load("s1")
+        assert conversation is not None and conversation.version == 3
+        expected = [m.content for v in range(3) for m in turn(v)]
+        assert [m.content for m in conversation.messages] == expected
+        page = await store.read_messages("s1", 4)
+        assert page is not None and [m.content for m in page.messages] == expected[4:]
+        assert await store.acquire("s1", 30) is not None  # the last finish released it
+        # no conversation: no summary, and the lease is taken all the same (as elsewhere)
+        missing = await store.begin_turn("nobody", 30)
+        assert missing is not None and missing[1] is None
+        with pytest.raises(SessionNotFound):
+            await store.finish_turn("nobody", turn(0), 0, missing[0])
+        assert await store.acquire("nobody", 30) is not None
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_retried_take_finds_its_own_lease(store_url: str) -> None:
+    # begin_turn's pipeline is run again on a new connection when its connection is lost,
+    # and the first one may have committed: the same token takes the lease again
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+
+        def take(token: str) -> tuple[bool, Any]:
+            result: tuple[bool, Any] = store._call(
+                lambda conn: store._pipelined_begin(conn, "s1", token, 30), own=True
+            )
+            return result
+
+        assert (await asyncio.to_thread(take, "a" * 32))[0]
+        assert (await asyncio.to_thread(take, "a" * 32))[0]  # the retry: still ours
+        assert not (await asyncio.to_thread(take, "b" * 32))[0]  # anyone else: busy
+        assert await store.finish_turn("s1", turn(0), 0, "a" * 32) == 1
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_pooled_connections_the_server_closed_are_replaced_before_a_pipeline(
+    store_url: str,
+) -> None:
+    # a pipeline sends its COMMIT with its first statement, so a dead pooled connection must
+    # be found before it is used: every call after the backends were ended just works
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+        assert await store.append("s1", turn(0), 0) == 1
+        connects: list[object] = []
+        sa.event.listen(store.engine, "connect", lambda *args: connects.append(args))
+
+        async def end_the_backends() -> None:
+            # warm several pooled connections, then end every one of them on the server
+            await asyncio.gather(*(store.load("s1") for _ in range(4)))
+            admin = sa.create_engine(store.engine.url)
+            with admin.connect() as conn:
+                ended = conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND application_name = '' AND state = 'idle'"
+                    )
+                ).scalar()
+            admin.dispose()
+            assert ended, "no pooled connection to end"
+            await asyncio.sleep(0.2)  # the goodbyes have arrived
+
+        version = 1
+        for call in ("load", "read_messages", "begin_and_finish"):
+            await end_the_backends()
+            before = len(connects)
+            if call == "load":
+                found = await store.load("s1")
+                assert found is not None and found.version == version
+            elif call == "read_messages":
+                page = await store.read_messages("s1", 0)
+                assert page is not None and page.version == version
+            else:
+                begun = await store.begin_turn("s1", 30)
+                assert begun is not None
+                await end_the_backends()
+                assert await store.finish_turn("s1", turn(version), version, begun[0]) == 2
+                version = 2
+            assert len(connects) > before  # a new connection replaced the dead one
+        found = await store.load("s1")
+        assert found is not None and len(found.messages) == 4
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_failed_pipelined_turn_leaves_its_connection_and_the_lease_usable(
+    store_url: str,
+) -> None:
+    async def body(store: Any) -> None:
+        await store.create("s1", {})
+        sql = store._pipelined_sql
+        store._pipelined_sql = sql._replace(finish=sql.finish.replace("t.body", "t.x_body", 1))
+        connects: list[object] = []
+        sa.event.listen(store.engine, "connect", lambda *args: connects.append(args))
+        for _ in range(4):
+            begun = await store.begin_turn("s1", 30)
+            assert begun is not None  # the failed finish released the lease
+            with pytest.raises(Exception, match="x_body"):
+                await store.finish_turn("s1", turn(0), 0, begun[0])
+        store._pipelined_sql = sql
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        assert await store.finish_turn("s1", turn(0), 0, begun[0]) == 1  # nothing half-landed
+        found = await store.load("s1")
+        assert found is not None and len(found.messages) == 2
+        assert connects == []  # rolled back and pooled, not discarded
 
     run(store_url, body)
 
