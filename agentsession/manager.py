@@ -719,8 +719,9 @@ class AsyncSessionManager:
         A history is read once and then kept up to date by reading only what changed: the
         store's version and the messages from the last one cached on, in one small read. If
         that last message is no longer where it was (a turn was popped, the conversation
-        truncated, cleared or replaced), it is read whole again; so is one whose metadata is
-        asked for after a change (the small read does not carry it).
+        truncated, cleared or replaced), it is read whole again. The small read does not carry
+        the metadata: asked for after a change, it is read from the summary (``info``) and
+        used if that is still at the same version (else the conversation is read whole).
         """
         reader = self._reader()
         cached = self._histories.get(session_id)
@@ -733,10 +734,15 @@ class AsyncSessionManager:
             if page.start == len(known) - 1 and page.messages and page.messages[0] == known[-1]:
                 if page.version == version and (metadata is not None or not with_metadata):
                     return list(known), metadata
-                if not with_metadata:
-                    caught_up = (*known, *page.messages[1:])
-                    self._histories.put(session_id, page.version, caught_up, None)
-                    return list(caught_up), None
+                caught_up = (*known, *page.messages[1:])
+                if with_metadata:
+                    info = await self._observed(reader.info(session_id))
+                    metadata = info.metadata if info and info.version == page.version else None
+                else:
+                    metadata = None
+                if metadata is not None or not with_metadata:
+                    self._histories.put(session_id, page.version, caught_up, metadata)
+                    return list(caught_up), metadata
         conversation = await self._observed(reader.load(session_id))
         if conversation is None:
             self._histories.discard(session_id)

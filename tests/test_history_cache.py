@@ -184,6 +184,13 @@ def test_a_flask_request_adopting_its_session_reads_only_what_changed(store_url:
         assert calls.take() == ["load"]
         assert len(alice.get("/history", headers={"X-User": "alice"}).json) == 2  # type: ignore[arg-type]
         assert calls.take() == ["read_messages"]  # the owner checked on the cached metadata
+        alice.post("/send", headers={"X-User": "alice"})
+        calls.take()
+        assert len(alice.get("/history", headers={"X-User": "alice"}).json) == 4  # type: ignore[arg-type]
+        # after a turn: the new messages, and the metadata from the summary, not the whole
+        assert calls.take() == ["read_messages", "info"]
+        assert len(alice.get("/history", headers={"X-User": "alice"}).json) == 4  # type: ignore[arg-type]
+        assert calls.take() == ["read_messages"]
     with app.test_client() as mallory:  # alice's cookie, another user: refused, cached or not
         mallory.set_cookie("agentsession", cookie.value)
         assert mallory.get("/history", headers={"X-User": "mallory"}).json == []
@@ -191,4 +198,4 @@ def test_a_flask_request_adopting_its_session_reads_only_what_changed(store_url:
         assert len(mallory.get("/history", headers={"X-User": "mallory"}).json) == 2  # type: ignore[arg-type]
     with app.test_client() as alice:
         alice.set_cookie("agentsession", cookie.value)
-        assert len(alice.get("/history", headers={"X-User": "alice"}).json) == 2  # type: ignore[arg-type]
+        assert len(alice.get("/history", headers={"X-User": "alice"}).json) == 4  # type: ignore[arg-type]
