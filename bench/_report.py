@@ -73,6 +73,26 @@ def interleaved_times(
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+async def ainterleaved_times(
+    fns: dict[Any, Callable[[], Awaitable[Any]]], *, rounds: int, number: int = 1
+) -> dict[Any, float]:
+    """``interleaved_times`` for coroutine functions, on the running loop."""
+    keys = list(fns)
+    for key in keys:
+        for _ in range(number):
+            await fns[key]()
+    samples: dict[Any, list[float]] = {key: [] for key in keys}
+    for i in range(rounds):
+        shift = i % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            fn = fns[key]
+            start = time.perf_counter()
+            for _ in range(number):
+                await fn()
+            samples[key].append((time.perf_counter() - start) / number)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 async def amedian_time(
     fn: Callable[[], Awaitable[Any]], *, rounds: int, number: int = 1, warmup: int = 1
 ) -> float:

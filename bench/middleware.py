@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._report import Table, amedian_time, interleaved_times, median_time, ms
+from ._report import Table, ainterleaved_times, amedian_time, interleaved_times, median_time, ms
 from .turn_cost import seed_messages
 
 REDIS_URL = os.environ.get("AGENTSESSION_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -55,6 +55,8 @@ def _atime(
 
 
 def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
+    """As ``flask_rows``: the read routes (the bare app, agentsession's on each store,
+    starsessions') take turns round by round; the turns, which write, after them."""
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -73,13 +75,15 @@ def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[lis
         return PlainTextResponse(await get_session(request.scope).send("benchmark turn"))
 
     routes = [Route("/plain", plain), Route("/load", load), Route("/turn", turn)]
-    rows = []
     loop = asyncio.new_event_loop()
     same_cookie = "agentsession=" + "x" * 90  # the bare app parses the same headers
-    bare = _atime(
-        loop, _asgi_request(Starlette(routes=routes), "/plain", same_cookie), rounds, number
-    )
-    rows.append(["starlette", "-", "bare app", ms(bare), 1.0])
+    reads: dict[tuple[str, str], Callable[[], Any]] = {
+        ("-", "bare app"): _asgi_request(Starlette(routes=routes), "/plain", same_cookie)
+    }
+    order: list[tuple[str, str]] = [("-", "bare app")]
+    turns: dict[tuple[str, str], Callable[[], Any]] = {}
+    unavailable: set[tuple[str, str]] = set()
+    managers: list[Any] = []
     for kind, url in stores.items():
         manager = AsyncSessionManager(offline_agent_factory(), url)
         app = AgentSessionMiddleware(Starlette(routes=routes), manager, secret_key=SECRET)
@@ -87,24 +91,39 @@ def starlette_rows(stores: dict[str, str], rounds: int, number: int) -> list[lis
             session = manager.session()
             loop.run_until_complete(session.send("hello"))
         except Exception as exc:
-            rows.append(["starlette", kind, f"unavailable: {type(exc).__name__}", "", ""])
+            key = (kind, f"unavailable: {type(exc).__name__}")
+            unavailable.add(key)
+            order.append(key)
             continue
+        managers.append(manager)
         cookie = f"agentsession={app.signer.sign(session.id)}"
         for label, path in (("ignores its session", "/plain"), ("loads its session", "/load")):
-            t = _atime(loop, _asgi_request(app, path, cookie), rounds, number)
-            rows.append(["starlette", kind, label, ms(t), round(t / bare, 3)])
+            reads[(kind, label)] = _asgi_request(app, path, cookie)
+            order.append((kind, label))
         fresh = manager.session()
         loop.run_until_complete(fresh.send("hello"))
-        t = _atime(
-            loop,
-            _asgi_request(app, "/turn", f"agentsession={app.signer.sign(fresh.id)}"),
-            rounds,
-            max(3, number // 10),
+        turns[(kind, "runs one turn")] = _asgi_request(
+            app, "/turn", f"agentsession={app.signer.sign(fresh.id)}"
         )
-        rows.append(["starlette", kind, "runs one turn", ms(t), round(t / bare, 1)])
+        order.append((kind, "runs one turn"))
+    peer = _starsessions(loop)
+    if peer is not None:
+        reads[("redis", "starsessions: loads its session (peer)")] = peer
+        order.append(("redis", "starsessions: loads its session (peer)"))
+    times = loop.run_until_complete(ainterleaved_times(reads, rounds=rounds, number=number))
+    turn_number = max(3, number // 10)
+    times.update((key, _atime(loop, fn, rounds, turn_number)) for key, fn in turns.items())
+    for manager in managers:
         loop.run_until_complete(_drop(manager))
-    rows += _starsessions(loop, bare, rounds, number)
     loop.close()
+    bare = times[("-", "bare app")]
+    rows: list[list[Any]] = []
+    for key in order:
+        if key in unavailable:
+            rows.append(["starlette", *key, "", ""])
+            continue
+        t = times[key]
+        rows.append(["starlette", *key, ms(t), round(t / bare, 1 if key in turns else 3)])
     return rows
 
 
@@ -115,9 +134,8 @@ async def _drop(manager: Any) -> None:
     await manager.aclose()
 
 
-def _starsessions(
-    loop: asyncio.AbstractEventLoop, bare: float, rounds: int, number: int
-) -> list[list[Any]]:
+def _starsessions(loop: asyncio.AbstractEventLoop) -> Callable[[], Any] | None:
+    """starsessions' read of its session from Redis, as a request to time (None: missing)."""
     try:
         from redis.asyncio import Redis
         from starlette.applications import Starlette
@@ -127,7 +145,7 @@ def _starsessions(
         from starsessions import SessionAutoloadMiddleware, SessionMiddleware
         from starsessions.stores.redis import RedisStore
     except ImportError:
-        return []
+        return None
 
     async def load(request: Any) -> Any:
         return PlainTextResponse(str(request.session.get("n", 0)))
@@ -158,11 +176,11 @@ def _starsessions(
         await app({"type": "http", "method": "GET", "path": "/write", "headers": [], "query_string": b"",
                    "root_path": "", "scheme": "http", "server": ("bench", 80)}, receive, send)  # fmt: skip
 
-    loop.run_until_complete(first())
-    t = _atime(loop, _asgi_request(app, "/load", cookie.get("value")), rounds, number)
-    return [
-        ["starlette", "redis", "starsessions: loads its session (peer)", ms(t), round(t / bare, 3)]
-    ]
+    try:
+        loop.run_until_complete(first())
+    except OSError:  # no Redis
+        return None
+    return _asgi_request(app, "/load", cookie.get("value"))
 
 
 def flask_rows(stores: dict[str, str], rounds: int, number: int) -> list[list[Any]]:
