@@ -28,6 +28,7 @@ import builtins
 import functools
 import os
 import secrets
+import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Mapping, Sequence
@@ -63,6 +64,7 @@ from .base import (
 
 try:
     import redis.asyncio as aioredis
+    from redis import __version__ as redis_version
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry as AsyncRetry
@@ -358,6 +360,12 @@ return 1
 
 
 _RETRIED = [RedisConnectionError, RedisTimeoutError]
+# a PING before using a connection idle for 30 s. redis-py before 6.0 recurses without end
+# when that health check and the retries meet a server that resets every connection (a
+# plain client on a TLS-only port): there the retries alone find a dead pooled connection
+_HEALTH_CHECK: dict[str, Any] = (
+    {"health_check_interval": 30} if int(redis_version.split(".")[0]) >= 6 else {}
+)
 # what a cluster or Sentinel says while it fails over: the store is unavailable for a while
 _TRANSIENT = (ClusterError, TryAgainError, SlotNotCoveredError, ReadOnlyError)
 _OWN_OPTIONS = ("prefix", "ttl", "wait_replicas", "wait_timeout", "shards", "sentinel_password")
@@ -438,7 +446,7 @@ class RedisStore(Store):
                 self.client = aioredis.Redis.from_url(
                     url,
                     **timeouts,
-                    health_check_interval=30,
+                    **_HEALTH_CHECK,
                     retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                     retry_on_error=_RETRIED,
                 )
@@ -502,9 +510,12 @@ class RedisStore(Store):
                 "redis+sentinel://host:port[,host:port]/SERVICE[/DB]"
             )
         kwargs["db"] = int(path[1]) if len(path) == 2 else 0
+        sentinel_kwargs = dict(timeouts)
         if kwargs.pop("connection_class", None) is not None:  # rediss+sentinel
             kwargs["ssl"] = True
-        sentinel_kwargs = dict(timeouts)
+            # the sentinels speak TLS too, with the same certificates (a TLS deployment runs
+            # them on its tls-port): they hand out the master's address
+            sentinel_kwargs.update((k, v) for k, v in kwargs.items() if k.startswith("ssl"))
         if sentinel_password:
             sentinel_kwargs["password"] = sentinel_password
         self._sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
@@ -514,7 +525,7 @@ class RedisStore(Store):
             path[0],
             redis_class=aioredis.Redis,
             **{**timeouts, **kwargs},
-            health_check_interval=30,
+            **_HEALTH_CHECK,
             retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
             retry_on_error=_RETRIED,
         )
@@ -687,11 +698,15 @@ class RedisStore(Store):
         except StoreUnavailable:
             raise
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis at {self._display} is unavailable: {exc}") from exc
+            raise StoreUnavailable(
+                f"Redis at {self._display} is unavailable: {exc}{_tls_reason(exc)}"
+            ) from exc
         except _TRANSIENT as exc:
             raise StoreUnavailable(f"Redis at {self._display} is failing over: {exc}") from exc
         except RedisClusterException as exc:  # no node reachable, slots not all covered, …
-            raise StoreUnavailable(f"Redis Cluster at {self._display}: {exc}") from exc
+            raise StoreUnavailable(
+                f"Redis Cluster at {self._display}: {exc}{_tls_reason(exc)}"
+            ) from exc
         except AttributeError as exc:
             if not (self.cluster and _raised_in_redis_py(exc)):
                 raise
@@ -1166,6 +1181,20 @@ def _hosts(url: str) -> builtins.list[tuple[str, int]]:
             raise ConfigurationError(f"{redact_url(url)} names no host in {item!r}")
         hosts.append((host, default if port is None else port))
     return hosts
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """`` (TLS: why)`` when a TLS failure lies under ``exc`` and its text does not say so
+    (redis-py before 6 words a refused certificate as ``Error 1 connecting to h:p. 1.``)."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            reason = str(cause)
+            return "" if reason in str(exc) else f" (TLS: {reason})"
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return ""
 
 
 def _multi_host_kwargs(

@@ -364,11 +364,20 @@ def sync_redis(kind: str, url: str) -> Any:
 
     if kind == "redis":
         return redis.Redis.from_url(url.split("?")[0])
-    netloc, _, path = url.partition("://")[2].partition("/")
+    scheme, _, rest = url.partition("://")
+    if kind == "redis-tls":  # one TLS node
+        ca = dict(p.split("=", 1) for p in url.partition("?")[2].split("&"))["ssl_ca_certs"]
+        return redis.Redis.from_url(url.split("?")[0], ssl_ca_certs=ca)
+    netloc, _, path = rest.partition("/")
     hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in netloc.split(",")]
-    if kind == "redis-cluster":
-        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts])
-    return Sentinel(hosts).master_for(path.split("?")[0].split("/")[0])
+    query = dict(part.split("=", 1) for part in url.partition("?")[2].split("&") if part)
+    tls: dict[str, Any] = {}
+    if scheme.startswith("rediss"):  # a TLS-only cluster or Sentinel setup
+        tls = {"ssl": True, "ssl_ca_certs": query["ssl_ca_certs"]}
+    if kind.startswith("redis-cluster"):
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], **tls)
+    sentinels = Sentinel(hosts, sentinel_kwargs=tls)
+    return sentinels.master_for(path.split("?")[0].split("/")[0], **tls)
 
 
 _ONE = {"v": 1, "role": "user", "content": "x"}

@@ -2,10 +2,11 @@
 
 A 3-master cluster with one replica each, and a master with one replica watched by three
 sentinels, all on free loopback ports in temporary directories (never the shared Redis).
-The store contract suite runs on both; then a master is killed mid-run: requests during the
-failover raise ``StoreUnavailable`` (503 for the web adapters) and later succeed, and every
-turn that was acknowledged is in the history afterwards (``WAIT``: acknowledged means a
-replica has it).
+The store contract suite runs on both, and on both again with TLS only (``rediss+cluster://``,
+``rediss+sentinel://``: every node, the cluster bus, replication and the sentinels speak TLS,
+with certificates made here), and on a single TLS node (``rediss://``); then a master is killed mid-run: requests during the failover
+raise ``StoreUnavailable`` (503 for the web adapters) and later succeed, and every turn that
+was acknowledged is in the history afterwards (``WAIT``: acknowledged means a replica has it).
 """
 
 from __future__ import annotations
@@ -60,10 +61,89 @@ def wait_until(check: Callable[[], Any], what: str, seconds: float = 30) -> None
     raise AssertionError(f"{what} did not happen within {seconds:g} s")
 
 
-def info(port: int, section: str) -> dict[str, str]:
+class Certs:
+    """A certificate authority and a certificate it signed for 127.0.0.1, made with
+    ``cryptography`` in ``folder``: what the TLS nodes serve, and what clients trust."""
+
+    def __init__(self, folder: Path) -> None:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=7))
+
+        def name(common: str) -> Any:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        def made(subject: str, key: Any, issuer: Any, signer: Any, ca: bool) -> Any:
+            builder = (
+                x509.CertificateBuilder()
+                .subject_name(name(subject))
+                .issuer_name(issuer)
+                .public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(valid[0])
+                .not_valid_after(valid[1])
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            )
+            if not ca:
+                names = [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                ]
+                builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+            return builder.sign(signer, hashes.SHA256())
+
+        ca_key, key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
+        ca = made("agentsession test CA", ca_key, name("agentsession test CA"), ca_key, True)
+        cert = made("127.0.0.1", key, ca.subject, ca_key, False)
+        self.ca, self.cert, self.key = folder / "ca.crt", folder / "node.crt", folder / "node.key"
+        self.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def server_config(self, port: int) -> str:
+        return (
+            f"port 0\ntls-port {port}\ntls-cert-file {self.cert}\ntls-key-file {self.key}\n"
+            f"tls-ca-cert-file {self.ca}\ntls-auth-clients no\ntls-replication yes\n"
+            "tls-cluster yes\n"
+        )
+
+    @property
+    def query(self) -> str:
+        """What a store URL adds to trust this CA."""
+        return f"ssl_ca_certs={self.ca}"
+
+
+_TLS_PORTS: dict[int, Certs] = {}  # the nodes that speak TLS only, and their certificates
+
+
+def connect(port: int, **options: Any) -> Any:
+    """A sync redis-py client of the node on ``port``, over TLS if it speaks TLS."""
     import redis
 
-    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    certs = _TLS_PORTS.get(port)
+    if certs is not None:
+        options.update(ssl=True, ssl_ca_certs=str(certs.ca))
+    return redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1, **options)
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    client = connect(port)
     try:
         raw = client.execute_command("INFO", section)
     finally:
@@ -77,13 +157,18 @@ def info(port: int, section: str) -> dict[str, str]:
 class Node:
     """One redis-server (or sentinel) process in its own directory and process group."""
 
-    def __init__(self, root: Path, config: str, *, sentinel: bool = False) -> None:
+    def __init__(
+        self, root: Path, config: str, *, sentinel: bool = False, tls: Certs | None = None
+    ) -> None:
         self.port = free_port()
         self.dir = root / str(self.port)
         self.dir.mkdir()
         self.config = self.dir / "redis.conf"
+        listen = f"port {self.port}\n" if tls is None else tls.server_config(self.port)
+        if tls is not None:
+            _TLS_PORTS[self.port] = tls
         self.config.write_text(
-            f'port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nsave ""\n'
+            f'{listen}bind 127.0.0.1\ndir {self.dir}\nsave ""\n'
             "repl-diskless-sync-delay 0\nenable-debug-command local\n"
             f"logfile {self.dir / 'log'}\n" + config.format(port=self.port)
         )
@@ -116,13 +201,17 @@ def nodes_in(prefix: str) -> Iterator[tuple[Path, list[Node]]]:
 
 
 class Cluster:
-    def __init__(self, nodes: list[Node]) -> None:
-        self.nodes = nodes
+    def __init__(self, nodes: list[Node], tls: Certs | None = None) -> None:
+        self.nodes, self.tls = nodes, tls
 
     @property
     def url(self) -> str:
+        """The store URL, with no query: add ``?...`` with ``with_query``."""
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
-        return f"redis+cluster://{hosts}/"
+        return f"{'rediss' if self.tls else 'redis'}+cluster://{hosts}/"
+
+    def with_query(self, query: str) -> str:
+        return with_query(self.url, query, self.tls)
 
     def by_port(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)
@@ -132,10 +221,9 @@ class Cluster:
         up = [node for node in self.nodes if node.process is not None]
         if any(info(node.port, "cluster").get("cluster_enabled") != "1" for node in up):
             return False
-        import redis
 
         for node in up:
-            client = redis.Redis(port=node.port, socket_timeout=1)
+            client = connect(node.port)
             try:
                 state = client.execute_command("CLUSTER", "INFO")
             finally:
@@ -160,24 +248,32 @@ CLUSTER_CONFIG = (
 )
 
 
+def with_query(url: str, query: str, tls: Certs | None) -> str:
+    """``url`` with ``query`` (and, for TLS nodes, the CA to trust)."""
+    parts = [part for part in (query, tls.query if tls else "") if part]
+    return f"{url}?{'&'.join(parts)}" if parts else url
+
+
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Cluster]:
+def running_cluster(tls: bool = False) -> Iterator[Cluster]:
     with nodes_in("agentsession-cluster-") as (root, made):
+        certs = Certs(root) if tls else None
         for _ in range(6):
             config = CLUSTER_CONFIG.replace("{cluster_port}", str(free_port()))
-            node = Node(root, config)
+            node = Node(root, config, tls=certs)
             made.append(node)
             node.start()
         for node in made:
             wait_until(lambda node=node: info(node.port, "server"), "a cluster node answering")
+        secure = ["--tls", "--cacert", str(certs.ca)] if certs else []
         create = subprocess.run(
-            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+            [shutil.which("redis-cli") or "redis-cli", *secure, "--cluster", "create",
              *(f"127.0.0.1:{node.port}" for node in made),
              "--cluster-replicas", "1", "--cluster-yes"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert create.returncode == 0, create.stdout + create.stderr
-        cluster = Cluster(made)
+        cluster = Cluster(made, certs)
         wait_until(cluster.healthy, "the cluster's state ok with a replica per master", 60)
         yield cluster
 
@@ -185,18 +281,23 @@ def running_cluster() -> Iterator[Cluster]:
 class SentinelSetup:
     service = "agentsession-test"
 
-    def __init__(self, master: Node, replica: Node, sentinels: list[Node]) -> None:
+    def __init__(
+        self, master: Node, replica: Node, sentinels: list[Node], tls: Certs | None = None
+    ) -> None:
         self.master, self.replica, self.sentinels = master, replica, sentinels
+        self.tls = tls
 
     @property
     def url(self) -> str:
+        """The store URL, with no query: add ``?...`` with ``with_query``."""
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}/0"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{self.service}/0"
+
+    def with_query(self, query: str) -> str:
+        return with_query(self.url, query, self.tls)
 
     def master_port(self) -> int:
-        import redis
-
-        client = redis.Redis(port=self.sentinels[0].port, socket_timeout=1)
+        client = connect(self.sentinels[0].port)
         try:
             _, port = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
         finally:
@@ -208,8 +309,6 @@ class SentinelSetup:
 
     def healthy(self) -> bool:
         """The master has its replica, and every sentinel knows both others and the replica."""
-        import redis
-
         master = self.master_port()
         if int(info(master, "replication")["connected_slaves"]) < 1:
             return False
@@ -218,7 +317,7 @@ class SentinelSetup:
             if state["role"] == "slave" and state["master_link_status"] != "up":
                 return False
         for sentinel in self.sentinels:
-            client = redis.Redis(port=sentinel.port, socket_timeout=1, decode_responses=True)
+            client = connect(sentinel.port, decode_responses=True)
             try:
                 state = client.sentinel_master(self.service)
                 replicas = client.sentinel_slaves(self.service)
@@ -232,11 +331,12 @@ class SentinelSetup:
 
 
 @contextlib.contextmanager
-def running_sentinel() -> Iterator[SentinelSetup]:
+def running_sentinel(tls: bool = False) -> Iterator[SentinelSetup]:
     with nodes_in("agentsession-sentinel-") as (root, made):
-        master = Node(root, "appendonly no\n")
+        certs = Certs(root) if tls else None
+        master = Node(root, "appendonly no\n", tls=certs)
         made.append(master)
-        replica = Node(root, f"appendonly no\nreplicaof 127.0.0.1 {master.port}\n")
+        replica = Node(root, f"appendonly no\nreplicaof 127.0.0.1 {master.port}\n", tls=certs)
         made.append(replica)
         for node in (master, replica):
             node.start()
@@ -248,11 +348,12 @@ def running_sentinel() -> Iterator[SentinelSetup]:
                 f"sentinel down-after-milliseconds {SentinelSetup.service} 1000\n"
                 f"sentinel failover-timeout {SentinelSetup.service} 5000\n",
                 sentinel=True,
+                tls=certs,
             )
             made.append(sentinel)
             sentinels.append(sentinel)
             sentinel.start()
-        setup = SentinelSetup(master, replica, sentinels)
+        setup = SentinelSetup(master, replica, sentinels, certs)
         wait_until(setup.healthy, "the sentinels watching a master and its replica", 60)
         yield setup
 
@@ -271,18 +372,66 @@ def sentinel() -> Iterator[SentinelSetup]:
         yield made
 
 
-# -- the contract suite, on both ------------------------------------------------------------
+class SingleNode:
+    """One TLS-only node: ``rediss://``."""
+
+    def __init__(self, node: Node, tls: Certs) -> None:
+        self.node, self.tls = node, tls
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.node.port}/0"
+
+    def with_query(self, query: str) -> str:
+        return with_query(self.url, query, self.tls)
 
 
-@pytest.fixture(params=["redis-cluster", "redis-sentinel"])
+@pytest.fixture(scope="module")
+def single_tls() -> Iterator[SingleNode]:
+    redis_server()
+    with nodes_in("agentsession-tls-") as (root, made):
+        certs = Certs(root)
+        node = Node(root, "appendonly no\n", tls=certs)
+        made.append(node)
+        node.start()
+        wait_until(lambda: info(node.port, "server"), "a TLS node answering")
+        yield SingleNode(node, certs)
+
+
+@pytest.fixture(scope="module")
+def cluster_tls() -> Iterator[Cluster]:
+    redis_server()
+    with running_cluster(tls=True) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def sentinel_tls() -> Iterator[SentinelSetup]:
+    redis_server()
+    with running_sentinel(tls=True) as made:
+        yield made
+
+
+# -- the contract suite, on all five ------------------------------------------------------
+
+_SETUPS = {
+    "redis-cluster": "cluster",
+    "redis-sentinel": "sentinel",
+    "redis-cluster-tls": "cluster_tls",
+    "redis-sentinel-tls": "sentinel_tls",
+    "redis-tls": "single_tls",
+}
+
+
+@pytest.fixture(params=list(_SETUPS))
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def store_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    setup = request.getfixturevalue("cluster" if store_kind == "redis-cluster" else "sentinel")
-    url = f"{setup.url}?prefix=agentsession-test-{uuid.uuid4().hex[:10]}:"
+    setup = request.getfixturevalue(_SETUPS[store_kind])
+    url = setup.with_query(f"prefix=agentsession-test-{uuid.uuid4().hex[:10]}:")
     yield url
 
     async def drop() -> None:
@@ -390,7 +539,7 @@ def test_rename_across_slots_keeps_everything(store_url: str) -> None:
 
 def test_rename_that_races_a_write_loses_nothing(cluster: Cluster) -> None:
     """A write landing between the copy and the delete: the rename starts again."""
-    url = f"{cluster.url}?prefix=race-{uuid.uuid4().hex[:8]}:"
+    url = cluster.with_query(f"prefix=race-{uuid.uuid4().hex[:8]}:")
 
     async def body(store: Store) -> None:
         assert isinstance(store, RedisStore)
@@ -449,6 +598,37 @@ def test_urls_and_errors_name_no_password() -> None:
             await store.close()
 
     asyncio.run(down())
+
+
+@pytest.mark.parametrize("setup_name", ["single_tls", "cluster_tls", "sentinel_tls"])
+def test_tls_nodes_refuse_plaintext_and_an_untrusted_certificate(
+    setup_name: str, request: pytest.FixtureRequest
+) -> None:
+    """The TLS setups above really are TLS only: the same hosts without TLS, or with TLS but
+    without trusting their CA, get ``StoreUnavailable`` (quickly), never a working store."""
+    setup = request.getfixturevalue(setup_name)
+    plain = setup.url.replace("rediss", "redis", 1)
+    untrusted = setup.url  # TLS, but the system's CAs, which never signed these certificates
+
+    async def refused(url: str) -> str:
+        store = open_store(f"{url}?prefix=refused:")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.info("s1")
+            assert time.monotonic() - started < 30
+            return str(caught.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await store.close()
+
+    assert asyncio.run(refused(plain))
+    why = asyncio.run(refused(untrusted)).lower()
+    # redis-py before 6 sums up the sentinels' failures as text that has lost the TLS error
+    import redis
+
+    if setup_name != "sentinel_tls" or int(redis.__version__.split(".")[0]) >= 6:
+        assert "certificate" in why
 
 
 # -- failover -------------------------------------------------------------------------------
@@ -549,7 +729,7 @@ def assert_kept(loop: TurnLoop, conversation: Any) -> None:
 def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
     redis_server()
     with running_cluster() as cluster:
-        url = f"{cluster.url}?prefix=failover:"
+        url = cluster.with_query("prefix=failover:")
         loop = TurnLoop(url, "s1")
 
         async def scenario(store: Store) -> None:
@@ -602,7 +782,7 @@ def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
 def test_sentinel_failover_loses_no_acknowledged_turn() -> None:
     redis_server()
     with running_sentinel() as setup:
-        url = f"{setup.url}?prefix=failover:"
+        url = setup.with_query("prefix=failover:")
         loop = TurnLoop(url, "s1")
 
         async def scenario(store: Store) -> None:
@@ -638,7 +818,7 @@ def test_a_write_no_replica_confirms_is_not_acknowledged(cluster: Cluster) -> No
     being acknowledged; it did reach the master, so the retry is fenced by its version."""
     import redis
 
-    url = f"{cluster.url}?prefix=wait-{uuid.uuid4().hex[:8]}:&wait_timeout=0.3"
+    url = cluster.with_query(f"prefix=wait-{uuid.uuid4().hex[:8]}:&wait_timeout=0.3")
 
     async def body(store: Store) -> None:
         assert isinstance(store, RedisStore)

@@ -325,8 +325,10 @@ def test_kill_9_while_a_pipelined_turn_waits_on_the_server(
         await store.append("s1", pair("before"), 0)
         c = store.conversations.c
         locker = sa.create_engine(store.engine.url)
+        # pg_stat_activity is read once per transaction: the watcher polls in autocommit
+        watching = locker.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            with locker.connect() as conn:
+            with locker.connect() as conn, watching as watcher:
                 held = conn.begin()
                 conn.execute(sa.select(c.version).where(c.session_id == "s1").with_for_update())
                 worker = spawn(PIPELINED_TURN, url, "s1")
@@ -337,7 +339,7 @@ def test_kill_9_while_a_pipelined_turn_waits_on_the_server(
                         " AND datname = current_database()"
                     )
                     deadline = time.monotonic() + 30
-                    while (pid := conn.execute(waiting).scalar()) is None:
+                    while (pid := watcher.execute(waiting).scalar()) is None:
                         assert time.monotonic() < deadline, "the turn never reached the server"
                         await asyncio.sleep(0.02)
                 finally:
@@ -345,7 +347,7 @@ def test_kill_9_while_a_pipelined_turn_waits_on_the_server(
                 held.rollback()  # the turn of a dead worker goes on
                 deadline = time.monotonic() + 30
                 gone = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-                while conn.execute(gone, {"pid": pid}).scalar():
+                while watcher.execute(gone, {"pid": pid}).scalar():
                     assert time.monotonic() < deadline, "the dead worker's backend stayed"
                     await asyncio.sleep(0.02)
         finally:
