@@ -7,7 +7,7 @@ import contextlib
 import platform
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -57,39 +57,40 @@ def interleaved_times(
     """Median seconds per call of each of ``fns``, the contenders taking turns round after
     round (each round in a rotated order), so a slow moment on a shared machine falls on all
     of them rather than on whichever was being measured then."""
-    keys = list(fns)
-    for key in keys:
+    for fn in fns.values():
         for _ in range(number):
-            fns[key]()
-    samples: dict[Any, list[float]] = {key: [] for key in keys}
+            fn()
+    samples: dict[Any, list[float]] = {key: [] for key in fns}
+    for key in _schedule(list(fns), rounds):
+        fn = fns[key]
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples[key].append((time.perf_counter() - start) / number)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def _schedule(keys: list[Any], rounds: int) -> Iterator[Any]:
+    """Every key once a round, each round in a rotated order."""
     for i in range(rounds):
         shift = i % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn = fns[key]
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[key].append((time.perf_counter() - start) / number)
-    return {key: statistics.median(values) for key, values in samples.items()}
+        yield from keys[shift:] + keys[:shift]
 
 
 async def ainterleaved_times(
     fns: dict[Any, Callable[[], Awaitable[Any]]], *, rounds: int, number: int = 1
 ) -> dict[Any, float]:
     """``interleaved_times`` for coroutine functions, on the running loop."""
-    keys = list(fns)
-    for key in keys:
+    for fn in fns.values():
         for _ in range(number):
-            await fns[key]()
-    samples: dict[Any, list[float]] = {key: [] for key in keys}
-    for i in range(rounds):
-        shift = i % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            fn = fns[key]
-            start = time.perf_counter()
-            for _ in range(number):
-                await fn()
-            samples[key].append((time.perf_counter() - start) / number)
+            await fn()
+    samples: dict[Any, list[float]] = {key: [] for key in fns}
+    for key in _schedule(list(fns), rounds):
+        fn = fns[key]
+        start = time.perf_counter()
+        for _ in range(number):
+            await fn()
+        samples[key].append((time.perf_counter() - start) / number)
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
