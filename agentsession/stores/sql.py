@@ -662,10 +662,10 @@ class SQLStore(Store):
 
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
-            if self._pipeline and turn_key is None:
+            if self._pipeline:
                 return await self._run(
                     lambda conn: self._pipelined_finish(
-                        conn, session_id, bodies, expected_version, token
+                        conn, session_id, bodies, expected_version, token, turn_key
                     ),
                     own=True,
                 )
@@ -862,22 +862,28 @@ class SQLStore(Store):
         bodies: list[str],
         expected_version: int,
         token: str,
+        turn_key: TurnKey | None,
     ) -> int:
-        """``finish_turn`` (without a turn key) in one round trip: BEGIN, the turn's one
-        statement (``_PipelinedSQL.finish``) and COMMIT in one pipeline. A turn it refuses
-        changes nothing but its own lease's release, which ``finish_turn`` does then anyway.
-        ``_call`` has checked that the pooled connection is alive, so a connection lost from
-        here on may have committed: an outcome unknown.
+        """``finish_turn`` in one round trip: BEGIN, the turn's one statement
+        (``_PipelinedSQL.finish``; with a turn key, ``finish_keyed`` and then the keys'
+        pruning) and COMMIT in one pipeline. A turn it refuses changes nothing but its own
+        lease's release, which ``finish_turn`` does then anyway. ``_call`` has checked that
+        the pooled connection is alive, so a connection lost from here on may have committed:
+        an outcome unknown.
         """
+        sql = self._pipelined_sql
+        now = time.time()
         params = {
             "sid": session_id,
             "tok": token,
             "cutoff": self._cutoff(),
             "expected": expected_version,
             "added": len(bodies),
-            "now": time.time(),
+            "now": now,
             "bodies": bodies,
         }
+        if turn_key is not None:
+            params.update(key=turn_key.key, digest=turn_key.digest)
         dbapi: Any = conn.connection.dbapi_connection
         control, turn = dbapi.cursor(), dbapi.cursor()
         try:
@@ -886,7 +892,13 @@ class SQLStore(Store):
                 control.execute("BEGIN")
                 if self._limits is not None:
                     control.execute(str(self._limits))
-                turn.execute(self._pipelined_sql.finish, params)
+                if turn_key is None:
+                    turn.execute(sql.finish, params)
+                else:
+                    turn.execute(sql.finish_keyed, params)
+                    control.execute(
+                        sql.prune_keys, {"sid": session_id, "expired": now - TURN_KEY_TTL}
+                    )
                 control.execute("COMMIT")
             count, rival, current = turn.fetchone()
         finally:  # after an error, _call's rollback ends the transaction the pipeline left open
@@ -1249,18 +1261,24 @@ class _PipelinedSQL(NamedTuple):
     holds it, insert the records. Returns the new message count (NULL if not bumped), whether
     another turn holds the lease, and the version before: sid, tok, cutoff, expected, added,
     now, bodies."""
+    finish_keyed: str
+    """``finish``, and if the version was bumped, the turn's idempotency key recorded (an
+    upsert: a key used again is this turn's now): also key, digest."""
+    prune_keys: str
+    """Forget the conversation's keys past their ttl and the oldest beyond those kept: sid,
+    expired (now minus the ttl)."""
 
     @classmethod
     def build(cls, store: SQLStore) -> _PipelinedSQL:
         dialect = store.engine.dialect
         table = dialect.identifier_preparer.format_table
-        conversations, messages, leases = (
-            table(t) for t in (store.conversations, store.messages, store.leases)
+        conversations, messages, leases, keys = (
+            table(t) for t in (store.conversations, store.messages, store.leases, store.turn_keys)
         )
         live = "session_id = %(sid)s AND updated_at >= %(cutoff)s"
         # data-modifying WITH clauses run once, to completion, on one snapshot: ``rival``
         # does not see ``released``'s delete (it deletes only this turn's own row anyway)
-        finish = (
+        writes = (
             f"WITH released AS (DELETE FROM {leases}"
             " WHERE session_id = %(sid)s AND token = %(tok)s RETURNING 1),"
             f" rival AS (SELECT 1 FROM {leases} WHERE session_id = %(sid)s AND token <> %(tok)s),"
@@ -1271,14 +1289,32 @@ class _PipelinedSQL(NamedTuple):
             f" inserted AS (INSERT INTO {messages} (session_id, seq, body)"
             " SELECT %(sid)s, bumped.message_count - %(added)s + t.ord - 1, t.body"
             " FROM bumped, unnest(%(bodies)s::text[]) WITH ORDINALITY AS t(body, ord))"
+        )
+        keyed = (
+            f", keyed AS (INSERT INTO {keys}"
+            " (session_id, turn_key, first_seq, message_count, digest, created_at)"
+            " SELECT %(sid)s, %(key)s, message_count - %(added)s, %(added)s, %(digest)s, %(now)s"
+            " FROM bumped ON CONFLICT (session_id, turn_key) DO UPDATE SET"
+            " first_seq = excluded.first_seq, message_count = excluded.message_count,"
+            " digest = excluded.digest, created_at = excluded.created_at)"
+        )
+        answer = (
             " SELECT (SELECT message_count FROM bumped), EXISTS (SELECT 1 FROM rival),"
             f" (SELECT version FROM {conversations} WHERE {live})"
+        )
+        # a statement of its own, after the turn's: it sees the key just recorded
+        prune = (
+            f"DELETE FROM {keys} WHERE session_id = %(sid)s AND created_at < GREATEST("
+            f"%(expired)s, (SELECT created_at FROM {keys} WHERE session_id = %(sid)s"
+            f" ORDER BY created_at DESC OFFSET {TURN_KEYS_KEPT - 1} LIMIT 1))"
         )
         return cls(
             head=str(store._hot.head.compile(dialect=dialect)),
             messages=f"SELECT body FROM {messages} WHERE ",
             take_lease=str(store._hot.take_lease.compile(dialect=dialect)),
-            finish=finish,
+            finish=writes + answer,
+            finish_keyed=writes + keyed + answer,
+            prune_keys=prune,
         )
 
 
