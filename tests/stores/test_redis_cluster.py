@@ -2,9 +2,8 @@
 
 A 3-master cluster with one replica each, and a master with one replica watched by three
 sentinels, all on free loopback ports in temporary directories (never the shared Redis).
-The store contract suite runs on both, and on both again with TLS only (``rediss+cluster://``,
-``rediss+sentinel://``: every node, the cluster bus, replication and the sentinels speak TLS,
-with certificates made here), and on a single TLS node (``rediss://``); then a master is killed mid-run: requests during the failover
+The store contract suite runs on both (test_redis_tls.py runs it again over TLS); then a
+master is killed mid-run: requests during the failover
 raise ``StoreUnavailable`` (503 for the web adapters) and later succeed, and every turn that
 was acknowledged is in the history afterwards (``WAIT``: acknowledged means a replica has it).
 """
@@ -372,55 +371,9 @@ def sentinel() -> Iterator[SentinelSetup]:
         yield made
 
 
-class SingleNode:
-    """One TLS-only node: ``rediss://``."""
+# -- the contract suite, on both ------------------------------------------------------------
 
-    def __init__(self, node: Node, tls: Certs) -> None:
-        self.node, self.tls = node, tls
-
-    @property
-    def url(self) -> str:
-        return f"rediss://127.0.0.1:{self.node.port}/0"
-
-    def with_query(self, query: str) -> str:
-        return with_query(self.url, query, self.tls)
-
-
-@pytest.fixture(scope="module")
-def single_tls() -> Iterator[SingleNode]:
-    redis_server()
-    with nodes_in("agentsession-tls-") as (root, made):
-        certs = Certs(root)
-        node = Node(root, "appendonly no\n", tls=certs)
-        made.append(node)
-        node.start()
-        wait_until(lambda: info(node.port, "server"), "a TLS node answering")
-        yield SingleNode(node, certs)
-
-
-@pytest.fixture(scope="module")
-def cluster_tls() -> Iterator[Cluster]:
-    redis_server()
-    with running_cluster(tls=True) as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-def sentinel_tls() -> Iterator[SentinelSetup]:
-    redis_server()
-    with running_sentinel(tls=True) as made:
-        yield made
-
-
-# -- the contract suite, on all five ------------------------------------------------------
-
-_SETUPS = {
-    "redis-cluster": "cluster",
-    "redis-sentinel": "sentinel",
-    "redis-cluster-tls": "cluster_tls",
-    "redis-sentinel-tls": "sentinel_tls",
-    "redis-tls": "single_tls",
-}
+_SETUPS = {"redis-cluster": "cluster", "redis-sentinel": "sentinel"}
 
 
 @pytest.fixture(params=list(_SETUPS))
@@ -431,6 +384,11 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_url(store_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
     setup = request.getfixturevalue(_SETUPS[store_kind])
+    yield from prefixed_url(setup)
+
+
+def prefixed_url(setup: Any) -> Iterator[str]:
+    """A store URL of ``setup`` under a prefix of its own, whose keys are dropped after."""
     url = setup.with_query(f"prefix=agentsession-test-{uuid.uuid4().hex[:10]}:")
     yield url
 
@@ -598,37 +556,6 @@ def test_urls_and_errors_name_no_password() -> None:
             await store.close()
 
     asyncio.run(down())
-
-
-@pytest.mark.parametrize("setup_name", ["single_tls", "cluster_tls", "sentinel_tls"])
-def test_tls_nodes_refuse_plaintext_and_an_untrusted_certificate(
-    setup_name: str, request: pytest.FixtureRequest
-) -> None:
-    """The TLS setups above really are TLS only: the same hosts without TLS, or with TLS but
-    without trusting their CA, get ``StoreUnavailable`` (quickly), never a working store."""
-    setup = request.getfixturevalue(setup_name)
-    plain = setup.url.replace("rediss", "redis", 1)
-    untrusted = setup.url  # TLS, but the system's CAs, which never signed these certificates
-
-    async def refused(url: str) -> str:
-        store = open_store(f"{url}?prefix=refused:")
-        try:
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable) as caught:
-                await store.info("s1")
-            assert time.monotonic() - started < 30
-            return str(caught.value)
-        finally:
-            with contextlib.suppress(Exception):
-                await store.close()
-
-    assert asyncio.run(refused(plain))
-    why = asyncio.run(refused(untrusted)).lower()
-    # redis-py before 6 sums up the sentinels' failures as text that has lost the TLS error
-    import redis
-
-    if setup_name != "sentinel_tls" or int(redis.__version__.split(".")[0]) >= 6:
-        assert "certificate" in why
 
 
 # -- failover -------------------------------------------------------------------------------
