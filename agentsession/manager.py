@@ -735,11 +735,10 @@ class AsyncSessionManager:
                 if page.version == version and (metadata is not None or not with_metadata):
                     return list(known), metadata
                 caught_up = (*known, *page.messages[1:])
+                metadata = None
                 if with_metadata:
                     info = await self._observed(reader.info(session_id))
                     metadata = info.metadata if info and info.version == page.version else None
-                else:
-                    metadata = None
                 if metadata is not None or not with_metadata:
                     self._histories.put(session_id, page.version, caught_up, metadata)
                     return list(caught_up), metadata

@@ -799,24 +799,39 @@ class SQLStore(Store):
         """
         sql = self._pipelined_sql
         where, params = _seq_range(session_id, first, end)
+        heads, records = self._in_pipeline(
+            conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            (sql.head, {"sid": session_id, "cutoff": self._cutoff()}),
+            (sql.messages + where + " ORDER BY seq", params),
+        )
+        if not heads:
+            return None
+        bodies = [body for (body,) in records]
+        return _Head(*heads[0]), self.codec.load_messages(bodies, session_id)
+
+    def _in_pipeline(
+        self, conn: Connection, begin: str, *statements: tuple[str, Any]
+    ) -> list[list[Any]]:
+        """``begin``, the server-side limits (behind PgBouncer), ``statements`` and COMMIT as
+        one psycopg pipeline, one round trip; the rows of each statement (``[]`` for one that
+        returns none). ``conn`` is in autocommit mode (``_call(own=True)``), so the
+        transaction is this call's own."""
         dbapi: Any = conn.connection.dbapi_connection
-        control, summary, records = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
+        control = dbapi.cursor()
+        cursors = [dbapi.cursor() for _ in statements]
         try:
             with dbapi.pipeline():
-                control.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                control.execute(begin)
                 if self._limits is not None:
                     control.execute(str(self._limits))
-                summary.execute(sql.head, {"sid": session_id, "cutoff": self._cutoff()})
-                records.execute(sql.messages + where + " ORDER BY seq", params)
+                for cursor, (sql, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(sql, params)
                 control.execute("COMMIT")
-            head = summary.fetchone()
-            bodies = [body for (body,) in records.fetchall()]
+            return [cursor.fetchall() if cursor.description else [] for cursor in cursors]
         finally:  # after an error, _call's rollback ends the transaction the pipeline left open
-            for cursor in (control, summary, records):
+            for cursor in (control, *cursors):
                 cursor.close()
-        if head is None:
-            return None
-        return _Head(*head), self.codec.load_messages(bodies, session_id)
 
     def _pipelined_begin(
         self, conn: Connection, session_id: str, token: str, ttl: float
@@ -831,29 +846,17 @@ class SQLStore(Store):
         """
         sql = self._pipelined_sql
         now = time.time()
-        dbapi: Any = conn.connection.dbapi_connection
-        control, lease, summary = dbapi.cursor(), dbapi.cursor(), dbapi.cursor()
-        try:
-            with dbapi.pipeline():
-                control.execute("BEGIN")
-                # a lease needs no fsync: after a crash, the version check fences its turn
-                control.execute("SET LOCAL synchronous_commit = off")
-                if self._limits is not None:
-                    control.execute(str(self._limits))
-                lease.execute(
-                    sql.take_lease,
-                    {"sid": session_id, "tok": token, "expires": now + ttl, "now": now},
-                )
-                summary.execute(sql.head, {"sid": session_id, "cutoff": self._cutoff()})
-                control.execute("COMMIT")
-            holder = lease.fetchone()
-            head = summary.fetchone()
-        finally:  # after an error, _call's rollback ends the transaction the pipeline left open
-            for cursor in (control, lease, summary):
-                cursor.close()
-        if holder is None or holder[0] != token:
+        _, holders, heads = self._in_pipeline(
+            conn,
+            "BEGIN",
+            # a lease needs no fsync: after a crash, the version check fences its turn
+            ("SET LOCAL synchronous_commit = off", None),
+            (sql.take_lease, {"sid": session_id, "tok": token, "expires": now + ttl, "now": now}),
+            (sql.head, {"sid": session_id, "cutoff": self._cutoff()}),
+        )
+        if not holders or holders[0][0] != token:
             return False, None
-        return True, None if head is None else _Head(*head)
+        return True, _Head(*heads[0]) if heads else None
 
     def _pipelined_finish(
         self,
@@ -882,28 +885,14 @@ class SQLStore(Store):
             "now": now,
             "bodies": bodies,
         }
+        statements: list[tuple[str, Any]] = [(sql.finish, params)]
         if turn_key is not None:
             params.update(key=turn_key.key, digest=turn_key.digest)
-        dbapi: Any = conn.connection.dbapi_connection
-        control, turn = dbapi.cursor(), dbapi.cursor()
-        try:
-            _writes.sent = True
-            with dbapi.pipeline():
-                control.execute("BEGIN")
-                if self._limits is not None:
-                    control.execute(str(self._limits))
-                if turn_key is None:
-                    turn.execute(sql.finish, params)
-                else:
-                    turn.execute(sql.finish_keyed, params)
-                    control.execute(
-                        sql.prune_keys, {"sid": session_id, "expired": now - TURN_KEY_TTL}
-                    )
-                control.execute("COMMIT")
-            count, rival, current = turn.fetchone()
-        finally:  # after an error, _call's rollback ends the transaction the pipeline left open
-            for cursor in (control, turn):
-                cursor.close()
+            prune = {"sid": session_id, "expired": now - TURN_KEY_TTL}
+            statements = [(sql.finish_keyed, params), (sql.prune_keys, prune)]
+        _writes.sent = True
+        rows = self._in_pipeline(conn, "BEGIN", *statements)[0]
+        count, rival, current = rows[0]
         if count is not None:
             return expected_version + 1
         if rival:
