@@ -561,6 +561,9 @@ def test_urls_and_errors_name_no_password() -> None:
 # -- failover -------------------------------------------------------------------------------
 
 
+TURN_DEADLINE = 30.0  # seconds: far past the socket timeout and the cluster's retries
+
+
 class TurnLoop:
     """Turns on one conversation through the store's turn protocol, until told to stop."""
 
@@ -592,7 +595,12 @@ class TurnLoop:
             n += 1
             started = time.monotonic()
             try:
-                await self.turn(store, f"t{n}")
+                # a deadline per attempt: a call that never returns fails the test with
+                # what it was doing, instead of hanging the run
+                await asyncio.wait_for(self.turn(store, f"t{n}"), TURN_DEADLINE)
+            except TimeoutError:
+                self.other.append(AssertionError(f"turn t{n} hung for {TURN_DEADLINE} s"))
+                traceback.print_exc()
             except StoreUnavailable as exc:
                 self.unavailable.append(exc)
                 await asyncio.sleep(0.1)
@@ -636,6 +644,18 @@ class ManagerLoop(TurnLoop):
         assert not self.other, self.other
         assert self.unavailable, "the manager's requests never saw the failover"
         assert self.slowest < 10
+
+
+async def refused_for_want_of_a_replica(loop: TurnLoop, seconds: float = 20) -> None:
+    """Wait until a turn is refused with :class:`NotReplicated`, then a little longer."""
+    deadline = time.monotonic() + seconds
+    while not any(isinstance(exc, NotReplicated) for exc in loop.unavailable):
+        assert time.monotonic() < deadline, (
+            f"no turn refused as unreplicated in {seconds} s: "
+            f"{loop.unavailable[-3:]} {loop.other[-3:]}"
+        )
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1)  # and the turns after it are refused too
 
 
 def assert_kept(loop: TurnLoop, conversation: Any) -> None:
@@ -689,9 +709,10 @@ def test_cluster_master_failover_loses_no_acknowledged_turn() -> None:
             await asyncio.to_thread(
                 wait_until, lambda: info(heir.port, "replication")["role"] == "master", "failover"
             )
-            await asyncio.sleep(3)  # past the 2 s lease of a turn the kill cut off
+            # past the 2 s lease of a turn the kill cut off, and the client's view of the
+            # new topology, turns reach the heir and are refused: no replica confirms them
+            await refused_for_want_of_a_replica(loop)
             assert len(loop.acked) == acked_while_down, "acknowledged with no replica"
-            assert any(isinstance(exc, NotReplicated) for exc in loop.unavailable)
             victim.start()
             await loop.until(20, 60)
             await via_manager.until(5, 60)
@@ -727,9 +748,9 @@ def test_sentinel_failover_loses_no_acknowledged_turn() -> None:
             await asyncio.to_thread(
                 wait_until, lambda: setup.master_port() != first, "the sentinels' failover"
             )
-            await asyncio.sleep(3)  # the new master has no replica yet: nothing is confirmed
+            # the new master has no replica yet: nothing is confirmed
+            await refused_for_want_of_a_replica(loop)
             assert len(loop.acked) == acked_while_down, "acknowledged with no replica"
-            assert any(isinstance(exc, NotReplicated) for exc in loop.unavailable)
             victim.start()  # the sentinels turn it into the new master's replica
             await loop.until(20, 60)
             loop.stop.set()
