@@ -234,8 +234,9 @@ STORE_CELLS = [
 
 
 def install_agentsession(session: nox.Session, *packages: str) -> None:
-    """The package under test (editable) plus exactly the given pins."""
-    session.install("-e", ".", "pytest>=8", *packages)
+    """The package under test (editable) plus exactly the given pins; itsdangerous is the
+    tests' reference for the token format, which agentsession writes without it."""
+    session.install("-e", ".", "pytest>=8", "itsdangerous>=2.1", *packages)
 
 
 @nox.session(python=PYTHON, tags=["autogen"])

@@ -62,6 +62,57 @@ def test_signer_expiry_and_key_rotation() -> None:
             TokenSigner(missing, None)
 
 
+def test_tokens_are_itsdangerous_timestamp_signer_tokens_both_ways() -> None:
+    """Cookies issued before (by itsdangerous) keep working, and ours verify there."""
+    import secrets
+
+    class At(TimestampSigner):  # itsdangerous, signing at the second our token names
+        when = 0
+
+        def get_timestamp(self) -> int:
+            return self.when
+
+    theirs = At(SECRET, salt="agentsession.session-id")
+    ours = TokenSigner(SECRET, max_age=60)
+    for length in (16, 40, 64, 128):
+        for _ in range(25):
+            session_id = secrets.token_urlsafe(length)[:length]
+            token = ours.sign(session_id)
+            theirs.when = int.from_bytes(base64_decode(token.split(".")[1]), "big")
+            assert theirs.sign(session_id).decode() == token  # the same string
+            assert theirs.unsign(token, max_age=60).decode() == session_id
+            assert ours.unsign(theirs.sign(session_id).decode()) == session_id
+    rotated = TimestampSigner([OTHER, SECRET], salt="agentsession.session-id")
+    assert rotated.unsign(TokenSigner([OTHER, SECRET], None).sign(ID)).decode() == ID
+    assert TokenSigner([SECRET, OTHER], None).unsign(theirs.sign(ID).decode()) == ID
+
+
+def test_the_precomputed_hmac_is_hmac_sha1() -> None:
+    import hashlib
+    import hmac
+    import os
+
+    from agentsession.adapters._tokens import _HmacSha1
+
+    for key_length in (0, 1, 20, 63, 64):
+        key = os.urandom(key_length)
+        mac = _HmacSha1(key)
+        for length in (0, 1, 55, 64, 65, 300):
+            message = os.urandom(length)
+            assert mac(message) == hmac.new(key, message, hashlib.sha1).digest()
+            assert mac(message) == mac(message)  # the precomputed states are not consumed
+
+
+def test_a_token_signed_in_the_future_is_refused() -> None:
+    class Ahead(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) + 3600
+
+    token = Ahead(SECRET, salt="agentsession.session-id").sign(ID).decode()
+    assert TokenSigner(SECRET, max_age=60).unsign(token) is None
+    assert TokenSigner(SECRET, max_age=None).unsign(token) == ID  # no expiry, no clock check
+
+
 def test_cookie_parsing_survives_other_apps_cookies() -> None:
     header = 'a="{\\"json\\": 1}"; broken; x=[1,2]; agentsession=tok.en.sig; z=1'
     assert cookie_value(header, "agentsession") == "tok.en.sig"
