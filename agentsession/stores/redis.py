@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import functools
 import os
 import secrets
 import ssl
+import threading
 import time
 import zlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -63,6 +65,7 @@ from .base import (
 )
 
 try:
+    import redis
     import redis.asyncio as aioredis
     from redis import __version__ as redis_version
     from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -85,6 +88,7 @@ try:
     )
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("redis", "redis", "The Redis store") from exc
 
@@ -438,6 +442,7 @@ class RedisStore(Store):
                 "socket_timeout": socket_timeout,
                 "socket_connect_timeout": min(socket_timeout, 2.0),
             }
+            self._timeouts = timeouts
             if kind == "cluster":
                 self.client = self._cluster_client(url, timeouts)
             elif kind == "sentinel":
@@ -464,6 +469,11 @@ class RedisStore(Store):
         self.wait_replicas = (1 if kind else 0) if wait_replicas is None else wait_replicas
         if self.wait_replicas < 0:
             raise ConfigurationError(f"?wait_replicas={wait_replicas}: use 0 or more")
+        self._inline: RedisStore | None = None  # for_loop's twin, made on first use
+        self._inline_lock = threading.Lock()
+        self._register_scripts()
+
+    def _register_scripts(self) -> None:
         self._append = self.client.register_script(_APPEND)
         self._create = self.client.register_script(_CREATE)
         self._bump_script = self.client.register_script(_BUMP)
@@ -566,13 +576,27 @@ class RedisStore(Store):
         return cls(rest, **{**own, **options})
 
     def for_loop(self) -> RedisStore | None:
-        """A twin with a client of its own (redis.asyncio's connections belong to one loop);
-        None for a client the application passed in."""
+        """A twin that reads through a sync client, shared by every thread (redis-py's sync
+        client is thread-safe): a sync app's history read is one blocking round trip, without
+        the event loop turns of redis.asyncio. None for a client the application passed in, a
+        cluster's or Sentinel's (they discover nodes: kept to the loop thread)."""
         if not self._owns_client or self.cluster or self._sentinel is not None:
-            return None  # a cluster's or Sentinel's client discovers nodes: kept to one loop
-        twin = type(self)(self._url, **self._options)
-        twin.codec = self.codec
-        return twin
+            return None
+        with self._inline_lock:
+            if self._inline is None:
+                twin = copy.copy(self)  # the same keys, codec and options
+                twin.client = _Inline(
+                    redis.Redis.from_url(
+                        self._url or "redis://127.0.0.1:6379/0",
+                        **self._timeouts,
+                        **_HEALTH_CHECK,
+                        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                        retry_on_error=_RETRIED,
+                    )
+                )
+                twin._register_scripts()
+                self._inline = twin
+            return self._inline
 
     # -- keys and plumbing ---------------------------------------------------------
 
@@ -1126,6 +1150,9 @@ class RedisStore(Store):
         return [key async for key in self.client.scan_iter(match=pattern, count=1000)]
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.client.sync.close()
+            self._inline = None
         for node in self._node_clients.values():
             await node.aclose()
         if self._owns_client:  # a client the application passed in stays open
@@ -1134,6 +1161,45 @@ class RedisStore(Store):
             # redis-py 5.0's Sentinel has no aclose(): its clients close one by one
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
+
+
+class _Inline:
+    """redis.asyncio's calls, made with a sync client: each is done before it returns, so a
+    read on a sync caller's own loop never suspends. Only the reads use it (``for_loop``)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.sync = client
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        command = getattr(self.sync, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return command(*args, **kwargs)
+
+        return call
+
+    def register_script(self, script: str) -> Callable[..., Awaitable[Any]]:
+        registered = self.sync.register_script(script)
+
+        async def call(keys: Sequence[str] = (), args: Sequence[Arg] = ()) -> Any:
+            return registered(keys=keys, args=args)  # EVALSHA, loading the script if needed
+
+        return call
+
+    def pipeline(self, transaction: bool = True) -> _InlinePipeline:
+        return _InlinePipeline(self.sync.pipeline(transaction=transaction))
+
+
+class _InlinePipeline:
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:  # commands queue, as on redis.asyncio
+        return getattr(self._pipe, name)
+
+    async def execute(self) -> list[Any]:
+        result: list[Any] = self._pipe.execute()
+        return result
 
 
 def _describe(client: Any) -> str:

@@ -1,0 +1,151 @@
+"""A sync app's reads on Redis: one sync client shared by every thread, no event loop turns.
+
+``RedisStore.for_loop`` hands sync callers (Flask, WSGI, ``SessionManager``) a twin that
+reads through redis-py's sync client. These tests run it against real servers: one started
+here, so that its connections can be counted and it can be killed mid-run, and the TLS node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from test_redis_cluster import Node, nodes_in, wait_until
+from test_redis_tls import SingleNode, single_tls
+
+from agentsession import SessionManager, StoreUnavailable, _loop
+from agentsession.offline import offline_agent_factory
+from agentsession.stores.redis import RedisStore, _Inline
+
+__all__ = ["single_tls"]  # the fixture, imported for the TLS test
+pytestmark = pytest.mark.slow  # starts redis-server
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[Node]:
+    with nodes_in("agentsession-sync-reads-") as (root, made):
+        node = Node(root, "")
+        made.append(node)
+        node.start()
+        wait_until(lambda: redis.Redis(port=node.port).ping(), "redis-server start")
+        yield node
+
+
+def connected(port: int) -> int:
+    with redis.Redis(port=port) as probe:
+        return int(probe.info("clients")["connected_clients"]) - 1  # not the probe itself
+
+
+def twin_of(manager: SessionManager) -> RedisStore:
+    store = manager.engine.store
+    assert isinstance(store, RedisStore)
+    twin = store.for_loop()
+    assert twin is not None and isinstance(twin.client, _Inline)
+    return twin
+
+
+def test_threads_share_one_sync_client_and_close_it() -> None:
+    with private_redis() as node:
+        url = f"redis://127.0.0.1:{node.port}/0"
+        with SessionManager(offline_agent_factory(), url) as manager:
+            session = manager.session()
+            session.send("one")
+            session.send("two")
+            twins: set[int] = set()
+            failures: list[BaseException] = []
+
+            def read() -> None:
+                try:
+                    for _ in range(20):
+                        messages = manager.history(session.id)
+                        assert [m.content for m in messages][0::2] == ["one", "two"]
+                        assert manager.info(session.id) is not None
+                        assert len(manager.history(session.id, limit=1)) == 1
+                    twins.add(id(manager.engine._twins[_loop.here()]))
+                except BaseException as exc:
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not failures, failures
+            assert twins == {id(twin_of(manager))}  # one twin, one client, for every thread
+            # the bridge loop's connection(s) plus the sync pool, which keeps what it opened
+            # for eight threads at once: at most eight, whatever the number of reads
+            assert connected(node.port) <= 1 + 8 + 1
+        wait_until(lambda: connected(node.port) == 0, "every connection closed")
+
+
+def test_a_sync_read_sees_every_write_and_reads_what_the_loop_thread_reads() -> None:
+    with private_redis() as node:
+        url = f"redis://127.0.0.1:{node.port}/0?prefix=reads:"
+        with (
+            SessionManager(offline_agent_factory(), url) as manager,
+            SessionManager(offline_agent_factory(), url) as other,
+        ):
+            session = manager.session()
+            session.send("hello")
+            for i in range(3):
+                other.session(session.id).send(f"from the other worker {i}")
+                assert len(manager.history(session.id)) == 4 + 2 * i  # caught up
+            twin, store = twin_of(manager), manager.engine.store
+
+            for call, args in [
+                ("load", (session.id,)),
+                ("info", (session.id,)),
+                ("version", (session.id,)),
+                ("read_messages", (session.id, 2, 5)),
+                ("load", ("no-such-session-id-00",)),
+            ]:
+                inline = _loop.run_here(getattr(twin, call)(*args))  # this thread, sync client
+                on_loop = _loop.run(getattr(store, call)(*args))  # the loop thread's client
+                assert inline == on_loop, call
+
+
+def test_an_outage_is_store_unavailable_and_reads_recover(tmp_path: Path) -> None:
+    with private_redis() as node:
+        url = f"redis://127.0.0.1:{node.port}/0?socket_timeout=1"
+        with SessionManager(offline_agent_factory(), url) as manager:
+            session = manager.session()
+            session.send("kept")
+            assert len(manager.history(session.id)) == 2
+            node.kill()
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="is unavailable"):
+                manager.engine.read_here(lambda: manager.engine.load(session.id))
+            assert time.monotonic() - started < 5  # refused at once, retried twice
+            node.start()
+            wait_until(lambda: redis.Redis(port=node.port).ping(), "redis-server restart")
+            # it keeps nothing on disk: the conversation is gone, the read says so, no error
+            assert manager.load(session.id) is None
+            fresh = manager.session()
+            fresh.send("again")
+            assert manager.history(fresh.id)[0].content == "again"
+
+
+def test_a_sync_read_over_tls(single_tls: SingleNode) -> None:
+    url = single_tls.with_query(f"prefix=sync-tls-{uuid.uuid4().hex[:8]}:")
+    with SessionManager(offline_agent_factory(), url) as manager:
+        session = manager.session()
+        session.send("over tls")
+        assert twin_of(manager).client.sync.connection_pool.connection_class is (
+            redis.SSLConnection
+        )
+        assert session.history()[0].content == "over tls"
+        asyncio.run(_drop(url))
+
+
+async def _drop(url: str) -> None:
+    store = RedisStore.from_url(url)
+    assert isinstance(store, RedisStore)
+    await store.drop()
+    await store.close()
