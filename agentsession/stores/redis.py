@@ -89,6 +89,7 @@ try:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from redis.retry import Retry
+    from redis.sentinel import Sentinel as SyncSentinel
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise MissingDependency("redis", "redis", "The Redis store") from exc
 
@@ -420,6 +421,7 @@ class RedisStore(Store):
         self._url = url
         self.wait_timeout = wait_timeout
         self._sentinel: Sentinel | None = None
+        self._sync_sentinel: SyncSentinel | None = None  # for_loop's, on a Sentinel store
         self._node_clients: dict[str, aioredis.Redis] = {}
         self._node_kwargs: dict[str, Any] = {}
         self.client: Any
@@ -510,8 +512,10 @@ class RedisStore(Store):
         )
 
     def _sentinel_client(
-        self, url: str, timeouts: dict[str, Any], sentinel_password: str | None
-    ) -> aioredis.Redis:
+        self, url: str, timeouts: dict[str, Any], sentinel_password: str | None, sync: bool = False
+    ) -> Any:
+        """The master's client through the sentinels: redis.asyncio's, or (``sync``) redis-py's
+        sync one, for the reads of sync callers (``for_loop``)."""
         hosts, kwargs = _multi_host_kwargs(url)
         path = [part for part in urlsplit(url).path.split("/") if part]
         if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
@@ -528,18 +532,21 @@ class RedisStore(Store):
             sentinel_kwargs.update((k, v) for k, v in kwargs.items() if k.startswith("ssl"))
         if sentinel_password:
             sentinel_kwargs["password"] = sentinel_password
-        self._sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+        sentinel: Any = (SyncSentinel if sync else Sentinel)(hosts, sentinel_kwargs=sentinel_kwargs)
+        if sync:
+            self._sync_sentinel = sentinel
+        else:
+            self._sentinel = sentinel
         # the pool asks the sentinels for the master on every new connection, and a master
         # that turned replica (READONLY) drops its connection: a retry reaches the new master
-        master: aioredis.Redis = self._sentinel.master_for(
+        return sentinel.master_for(
             path[0],
-            redis_class=aioredis.Redis,
+            redis_class=redis.Redis if sync else aioredis.Redis,
             **{**timeouts, **kwargs},
             **_HEALTH_CHECK,
-            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=(Retry if sync else AsyncRetry)(ExponentialBackoff(cap=0.5, base=0.05), 2),
             retry_on_error=_RETRIED,
         )
-        return master
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
@@ -578,22 +585,27 @@ class RedisStore(Store):
     def for_loop(self) -> RedisStore | None:
         """A twin that reads through a sync client, shared by every thread (redis-py's sync
         client is thread-safe): a sync app's history read is one blocking round trip, without
-        the event loop turns of redis.asyncio. None for a client the application passed in, a
-        cluster's or Sentinel's (they discover nodes: kept to the loop thread)."""
-        if not self._owns_client or self.cluster or self._sentinel is not None:
+        the event loop turns of redis.asyncio. On a single node or through the sentinels; None
+        for a cluster (its client routes scripts by slot: kept to the loop thread) and for a
+        client the application passed in."""
+        if not self._owns_client or self.cluster:
             return None
         with self._inline_lock:
             if self._inline is None:
-                twin = copy.copy(self)  # the same keys, codec and options
-                twin.client = _Inline(
-                    redis.Redis.from_url(
-                        self._url or "redis://127.0.0.1:6379/0",
+                url = self._url or "redis://127.0.0.1:6379/0"
+                if self._sentinel is not None:
+                    password = self._options["sentinel_password"]
+                    client = self._sentinel_client(url, self._timeouts, password, sync=True)
+                else:
+                    client = redis.Redis.from_url(
+                        url,
                         **self._timeouts,
                         **_HEALTH_CHECK,
                         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
                         retry_on_error=_RETRIED,
                     )
-                )
+                twin = copy.copy(self)  # the same keys, codec and options
+                twin.client = _Inline(client)
                 twin._register_scripts()
                 self._inline = twin
             return self._inline
@@ -1153,6 +1165,10 @@ class RedisStore(Store):
         if self._inline is not None:
             self._inline.client.sync.close()
             self._inline = None
+        if self._sync_sentinel is not None:
+            for sync_sentinel in self._sync_sentinel.sentinels:
+                sync_sentinel.close()
+            self._sync_sentinel = None
         for node in self._node_clients.values():
             await node.aclose()
         if self._owns_client:  # a client the application passed in stays open

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_redis_cluster import Node, nodes_in, wait_until
-from test_redis_tls import SingleNode, single_tls
+from test_redis_cluster import Node, nodes_in, redis_server, running_sentinel, wait_until
+from test_redis_tls import sentinel_tls, single_tls
 
 from agentsession import SessionManager, StoreUnavailable, _loop
 from agentsession.offline import offline_agent_factory
 from agentsession.stores.redis import RedisStore, _Inline
 
-__all__ = ["single_tls"]  # the fixture, imported for the TLS test
+__all__ = ["sentinel_tls", "single_tls"]  # fixtures, imported for the TLS test
 pytestmark = pytest.mark.slow  # starts redis-server
 
 
@@ -132,14 +132,54 @@ def test_an_outage_is_store_unavailable_and_reads_recover(tmp_path: Path) -> Non
             assert manager.history(fresh.id)[0].content == "again"
 
 
-def test_a_sync_read_over_tls(single_tls: SingleNode) -> None:
-    url = single_tls.with_query(f"prefix=sync-tls-{uuid.uuid4().hex[:8]}:")
+def test_sync_reads_follow_a_sentinel_failover() -> None:
+    redis_server()
+    with (
+        running_sentinel() as setup,
+        SessionManager(
+            offline_agent_factory(), setup.with_query("prefix=sync-failover:")
+        ) as manager,
+    ):
+        session = manager.session()
+        session.send("before")  # acknowledged once the replica has it (WAIT 1)
+        twin = twin_of(manager)
+        assert len(manager.history(session.id)) == 2
+        first = setup.master_port()
+        victim = setup.node(first)
+        victim.kill()
+        refused: list[StoreUnavailable] = []
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, f"no read after the failover: {refused[-1:]}"
+            try:
+                messages = manager.history(session.id)
+            except StoreUnavailable as exc:  # the master is gone, and not yet replaced
+                refused.append(exc)
+                time.sleep(0.1)
+                continue
+            if setup.master_port() != first:
+                break
+            time.sleep(0.1)
+        assert messages[0].content == "before" and len(messages) == 2
+        assert refused, "no read was refused while the master was down"
+        pool = twin.client.sync.connection_pool
+        assert pool.get_master_address()[1] == setup.master_port() != first
+        victim.start()  # the sentinels make it the new master's replica: writes are confirmed
+        wait_until(setup.healthy, "the old master back, as the new one's replica", 60)
+        session.send("after")
+        assert [m.content for m in manager.history(session.id)][0::2] == ["before", "after"]
+        _loop.run(manager.engine.store.drop())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("setup_name", ["single_tls", "sentinel_tls"])
+def test_a_sync_read_over_tls(setup_name: str, request: pytest.FixtureRequest) -> None:
+    setup = request.getfixturevalue(setup_name)
+    url = setup.with_query(f"prefix=sync-tls-{uuid.uuid4().hex[:8]}:")
     with SessionManager(offline_agent_factory(), url) as manager:
         session = manager.session()
         session.send("over tls")
-        assert twin_of(manager).client.sync.connection_pool.connection_class is (
-            redis.SSLConnection
-        )
+        connection_class = twin_of(manager).client.sync.connection_pool.connection_class
+        assert issubclass(connection_class, redis.SSLConnection), connection_class
         assert session.history()[0].content == "over tls"
         asyncio.run(_drop(url))
 
