@@ -2,7 +2,7 @@
 
 A Flask or WSGI request that reads its history would otherwise cross to the loop thread and
 back for each call. Stores whose calls can run on any loop (SQLite, SQL) serve every thread's
-loop themselves; a Redis store (single node or Sentinel) makes one twin that reads with a sync client
+loop themselves; a Redis store made from a URL makes one twin that reads with a sync client
 (tests/stores/test_redis_sync_reads.py); the memory store and a Redis client the application
 passed in cannot, and those reads cross as before.
 """

@@ -73,6 +73,8 @@ try:
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import ExponentialBackoff
+    from redis.cluster import ClusterNode as SyncClusterNode
+    from redis.cluster import RedisCluster as SyncRedisCluster
     from redis.commands.core import AsyncScript
     from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
     from redis.exceptions import (
@@ -495,16 +497,24 @@ class RedisStore(Store):
         self._restore = self.client.register_script(_RESTORE)
         self._drop_if = self.client.register_script(_DROP_IF)
 
-    def _cluster_client(self, url: str, timeouts: dict[str, Any]) -> RedisCluster:
+    def _cluster_client(self, url: str, timeouts: dict[str, Any], sync: bool = False) -> Any:
+        """The cluster's client: redis.asyncio's, or (``sync``) redis-py's sync one, for the
+        reads of sync callers (``for_loop``)."""
         hosts, kwargs = _multi_host_kwargs(url, urlsplit(url).path)
         if kwargs.pop("db", 0):
             raise ConfigurationError(f"{redact_url(url)}: a Redis Cluster has database 0 only")
         if kwargs.pop("connection_class", None) is not None:  # rediss+cluster
             kwargs["ssl"] = True
         kwargs = {**timeouts, **kwargs}
-        self._node_kwargs = kwargs
         # redis-py follows MOVED/ASK itself, and on connection errors and CLUSTERDOWN
         # reloads the slot map and retries (twice here, with backoff) before giving up
+        if sync:
+            return SyncRedisCluster(
+                startup_nodes=[SyncClusterNode(host, port) for host, port in hosts],  # type: ignore[no-untyped-call,unused-ignore]
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                **kwargs,
+            )
+        self._node_kwargs = kwargs
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in hosts],
             retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -584,16 +594,17 @@ class RedisStore(Store):
 
     def for_loop(self) -> RedisStore | None:
         """A twin that reads through a sync client, shared by every thread (redis-py's sync
-        client is thread-safe): a sync app's history read is one blocking round trip, without
-        the event loop turns of redis.asyncio. On a single node or through the sentinels; None
-        for a cluster (its client routes scripts by slot: kept to the loop thread) and for a
-        client the application passed in."""
-        if not self._owns_client or self.cluster:
+        clients are thread-safe): a sync app's history read is one blocking round trip,
+        without the event loop turns of redis.asyncio. On a single node, a cluster or through
+        the sentinels; None for a client the application passed in (it lives on one loop)."""
+        if not self._owns_client:
             return None
         with self._inline_lock:
             if self._inline is None:
                 url = self._url or "redis://127.0.0.1:6379/0"
-                if self._sentinel is not None:
+                if self.cluster:
+                    client = self._cluster_client(url, self._timeouts, sync=True)
+                elif self._sentinel is not None:
                     password = self._options["sentinel_password"]
                     client = self._sentinel_client(url, self._timeouts, password, sync=True)
                 else:
@@ -1183,7 +1194,7 @@ class _Inline:
     """redis.asyncio's calls, made with a sync client: each is done before it returns, so a
     read on a sync caller's own loop never suspends. Only the reads use it (``for_loop``)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | SyncRedisCluster) -> None:
         self.sync = client
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:

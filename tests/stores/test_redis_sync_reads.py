@@ -1,8 +1,9 @@
 """A sync app's reads on Redis: one sync client shared by every thread, no event loop turns.
 
 ``RedisStore.for_loop`` hands sync callers (Flask, WSGI, ``SessionManager``) a twin that
-reads through redis-py's sync client. These tests run it against real servers: one started
-here, so that its connections can be counted and it can be killed mid-run, and the TLS node.
+reads through redis-py's sync client. These tests run it against real servers started here:
+a single node (its connections counted, killed mid-run), a Sentinel setup and a cluster (a
+master killed mid-run), and each of them over TLS.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from pathlib import Path
 
 import pytest
 import redis
-from test_redis_cluster import Node, nodes_in, redis_server, running_sentinel, wait_until
-from test_redis_tls import sentinel_tls, single_tls
+from test_redis_cluster import (
+    Node,
+    info,
+    nodes_in,
+    redis_server,
+    running_cluster,
+    running_sentinel,
+    wait_until,
+)
+from test_redis_tls import cluster_tls, sentinel_tls, single_tls
 
 from agentsession import SessionManager, StoreUnavailable, _loop
 from agentsession.offline import offline_agent_factory
 from agentsession.stores.redis import RedisStore, _Inline
 
-__all__ = ["sentinel_tls", "single_tls"]  # fixtures, imported for the TLS test
+__all__ = ["cluster_tls", "sentinel_tls", "single_tls"]  # fixtures, imported for the TLS test
 pytestmark = pytest.mark.slow  # starts redis-server
 
 
@@ -171,15 +180,61 @@ def test_sync_reads_follow_a_sentinel_failover() -> None:
         _loop.run(manager.engine.store.drop())  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("setup_name", ["single_tls", "sentinel_tls"])
+def test_sync_reads_on_a_cluster_follow_a_failover() -> None:
+    redis_server()
+    with (
+        running_cluster() as cluster,
+        SessionManager(offline_agent_factory(), cluster.with_query("prefix=sync:")) as manager,
+    ):
+        sessions = [manager.session() for _ in range(6)]  # spread over the shards
+        for i, session in enumerate(sessions):
+            session.send(f"conversation {i}")
+        twin = twin_of(manager)
+        assert isinstance(twin.client.sync, redis.cluster.RedisCluster)
+        for i, session in enumerate(sessions):
+            assert manager.history(session.id)[0].content == f"conversation {i}"
+            assert manager.info(session.id) is not None
+        store = manager.engine.store
+        assert isinstance(store, RedisStore)
+        node = twin.client.sync.get_node_from_key(store._keys(sessions[0].id)[0])
+        victim = cluster.by_port(int(node.port))
+        victim.kill()
+        refused: list[StoreUnavailable] = []
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, f"no read after the failover: {refused[-1:]}"
+            try:
+                messages = manager.history(sessions[0].id)
+                break
+            except StoreUnavailable as exc:  # until a replica takes over its slots
+                refused.append(exc)
+                time.sleep(0.1)
+        assert messages[0].content == "conversation 0" and len(messages) == 2
+        assert refused, "no read was refused while the master was down"
+        for i, session in enumerate(sessions):  # every shard reads on
+            assert manager.history(session.id)[0].content == f"conversation {i}"
+        victim.start()
+        wait_until(lambda: info(victim.port, "replication")["role"] == "slave", "rejoined")
+        sessions[0].send("after")
+        assert [m.content for m in manager.history(sessions[0].id)][0::2] == [
+            "conversation 0",
+            "after",
+        ]
+
+
+@pytest.mark.parametrize("setup_name", ["single_tls", "sentinel_tls", "cluster_tls"])
 def test_a_sync_read_over_tls(setup_name: str, request: pytest.FixtureRequest) -> None:
     setup = request.getfixturevalue(setup_name)
     url = setup.with_query(f"prefix=sync-tls-{uuid.uuid4().hex[:8]}:")
     with SessionManager(offline_agent_factory(), url) as manager:
         session = manager.session()
         session.send("over tls")
-        connection_class = twin_of(manager).client.sync.connection_pool.connection_class
-        assert issubclass(connection_class, redis.SSLConnection), connection_class
+        sync = twin_of(manager).client.sync
+        if isinstance(sync, redis.cluster.RedisCluster):
+            pool = sync.get_default_node().redis_connection.connection_pool
+        else:
+            pool = sync.connection_pool
+        assert issubclass(pool.connection_class, redis.SSLConnection), pool.connection_class
         assert session.history()[0].content == "over tls"
         asyncio.run(_drop(url))
 
