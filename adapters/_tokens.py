@@ -168,7 +168,8 @@ class _HmacSha1:
     """HMAC-SHA1 under one key (RFC 2104), its padded key states hashed once, not per token."""
 
     def __init__(self, key: bytes) -> None:
-        assert len(key) <= 64, "a derived key is a 20-byte digest, within SHA-1's 64-byte block"
+        if len(key) > 64:  # longer than SHA-1's block: hashed first (RFC 2104)
+            key = hashlib.sha1(key).digest()
         block = key.ljust(64, b"\0")
         self._inner = hashlib.sha1(bytes(byte ^ 0x36 for byte in block))
         self._outer = hashlib.sha1(bytes(byte ^ 0x5C for byte in block))

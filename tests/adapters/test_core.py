@@ -94,7 +94,7 @@ def test_the_precomputed_hmac_is_hmac_sha1() -> None:
 
     from agentsession.adapters._tokens import _HmacSha1
 
-    for key_length in (0, 1, 20, 63, 64):
+    for key_length in (0, 1, 20, 63, 64, 65, 200):
         key = os.urandom(key_length)
         mac = _HmacSha1(key)
         for length in (0, 1, 55, 64, 65, 300):
