@@ -73,6 +73,8 @@ _DRIVERS = {
 }
 _MYSQL = ("mysql", "mariadb")  # dialect names: mariadb+pymysql:// URLs get their own
 _POOL_LIMIT = 64  # more than a pool holds (its pool_size + max_overflow)
+# what a pipelined finish_turn raises after its COMMIT: the turn refused, its lease released
+_REFUSALS = (LeaseLost, SessionNotFound, ConflictError)
 
 
 class _Head(NamedTuple):
@@ -660,9 +662,10 @@ class SQLStore(Store):
                 self._record_key_in(conn, session_id, turn_key, len(bodies))
             return version
 
+        pipelined = self._pipeline
         try:
             bodies = [self.codec.dump_message(m) for m in messages]
-            if self._pipeline:
+            if pipelined:
                 return await self._run(
                     lambda conn: self._pipelined_finish(
                         conn, session_id, bodies, expected_version, token, turn_key
@@ -670,8 +673,10 @@ class SQLStore(Store):
                     own=True,
                 )
             return await self._run(write)
-        except BaseException:  # the append rolled back, and the release with it
-            await self._release_quietly(session_id, token)
+        except BaseException as exc:  # the append rolled back, and the release with it
+            # a pipelined turn is refused after its COMMIT, which released the lease
+            if not (pipelined and isinstance(exc, _REFUSALS)):
+                await self._release_quietly(session_id, token)
             raise
 
     def _append_in(
@@ -869,8 +874,8 @@ class SQLStore(Store):
     ) -> int:
         """``finish_turn`` in one round trip: BEGIN, the turn's one statement
         (``_PipelinedSQL.finish``; with a turn key, ``finish_keyed`` and then the keys'
-        pruning) and COMMIT in one pipeline. A turn it refuses changes nothing but its own
-        lease's release, which ``finish_turn`` does then anyway. ``_call`` has checked that
+        pruning) and COMMIT in one pipeline. A turn it refuses (``_REFUSALS``) changes nothing
+        but its own lease's release, committed with the refusal. ``_call`` has checked that
         the pooled connection is alive, so a connection lost from here on may have committed:
         an outcome unknown.
         """

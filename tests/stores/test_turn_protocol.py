@@ -286,6 +286,47 @@ def test_pooled_connections_the_server_closed_are_replaced_before_a_pipeline(
 
 
 @pytest.mark.parametrize("store_kind", ["postgresql"])
+def test_a_refused_pipelined_turn_releases_its_lease_in_its_one_round_trip(
+    store_url: str,
+) -> None:
+    async def body(store: Any) -> None:
+        releases: list[str] = []
+        release = store._release_quietly
+
+        async def counted(session_id: str, token: str) -> None:
+            releases.append(session_id)
+            await release(session_id, token)
+
+        store._release_quietly = counted
+        await store.create("s1", {})
+        begun = await store.begin_turn("s1", 30)
+        assert begun is not None
+        with pytest.raises(ConflictError):  # a stale version
+            await store.finish_turn("s1", turn(0), 5, begun[0])
+        lease = await store.acquire("s1", 30)  # released by the refused statement
+        assert lease is not None
+        await store.release("s1", lease)
+        await store.delete("s1")
+        missing = await store.begin_turn("s1", 30)
+        assert missing is not None
+        with pytest.raises(SessionNotFound):
+            await store.finish_turn("s1", turn(0), 0, missing[0])
+        assert await store.acquire("s1", 30) is not None
+        await store.create("s2", {})
+        stale = await store.begin_turn("s2", 0.05)
+        assert stale is not None
+        await asyncio.sleep(0.1)
+        rival = await store.begin_turn("s2", 30)  # the lease expired: another turn takes it
+        assert rival is not None
+        with pytest.raises(LeaseLost):
+            await store.finish_turn("s2", turn(0), 0, stale[0])
+        assert await store.begin_turn("s2", 30) is None  # the rival's lease stands
+        assert releases == []  # no second round trip to release what the statement did
+
+    run(store_url, body)
+
+
+@pytest.mark.parametrize("store_kind", ["postgresql"])
 def test_a_failed_pipelined_turn_leaves_its_connection_and_the_lease_usable(
     store_url: str,
 ) -> None:
