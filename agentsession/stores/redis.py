@@ -603,7 +603,12 @@ class RedisStore(Store):
             if self._inline is None:
                 url = self._url or "redis://127.0.0.1:6379/0"
                 if self.cluster:
-                    client = self._cluster_client(url, self._timeouts, sync=True)
+                    try:  # the sync cluster client reads the slot map as it is made
+                        client = self._cluster_client(url, self._timeouts, sync=True)
+                    except (RedisClusterException, RedisConnectionError, OSError) as exc:
+                        raise StoreUnavailable(
+                            f"Redis Cluster at {self._display}: {exc}{_tls_reason(exc)}"
+                        ) from exc
                 elif self._sentinel is not None:
                     password = self._options["sentinel_password"]
                     client = self._sentinel_client(url, self._timeouts, password, sync=True)

@@ -141,6 +141,18 @@ def test_an_outage_is_store_unavailable_and_reads_recover(tmp_path: Path) -> Non
             assert manager.history(fresh.id)[0].content == "again"
 
 
+def test_a_cluster_unreachable_for_the_first_sync_read_is_store_unavailable() -> None:
+    # the sync cluster client reads the slot map as it is made: that failure is a 503 too,
+    # and the next read tries again
+    from servers import free_port
+
+    hosts = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    with SessionManager(offline_agent_factory(), f"redis+cluster://{hosts}/") as manager:
+        for _ in range(2):
+            with pytest.raises(StoreUnavailable, match=r"Redis Cluster at .*cannot be connected"):
+                manager.history("a-session-id-of-sixteen")
+
+
 def test_sync_reads_follow_a_sentinel_failover() -> None:
     redis_server()
     with (
