@@ -203,9 +203,23 @@ def test_sync_reads_on_a_cluster_follow_a_failover() -> None:
             session.send(f"conversation {i}")
         twin = twin_of(manager)
         assert isinstance(twin.client.sync, redis.cluster.RedisCluster)
-        for i, session in enumerate(sessions):
-            assert manager.history(session.id)[0].content == f"conversation {i}"
-            assert manager.info(session.id) is not None
+        failures: list[BaseException] = []
+
+        def read() -> None:  # the sync cluster client, shared by threads
+            try:
+                for _ in range(10):
+                    for i, session in enumerate(sessions):
+                        assert manager.history(session.id)[0].content == f"conversation {i}"
+                        assert manager.info(session.id) is not None
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
         store = manager.engine.store
         assert isinstance(store, RedisStore)
         node = twin.client.sync.get_node_from_key(store._keys(sessions[0].id)[0])
