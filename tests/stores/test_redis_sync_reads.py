@@ -13,8 +13,9 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -35,6 +36,7 @@ from agentsession.stores.redis import RedisStore, _Inline
 
 __all__ = ["cluster_tls", "sentinel_tls", "single_tls"]  # fixtures, imported for the TLS test
 pytestmark = pytest.mark.slow  # starts redis-server
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -60,6 +62,42 @@ def twin_of(manager: SessionManager) -> RedisStore:
     return twin
 
 
+def in_threads(read: Callable[[], None], count: int) -> None:
+    """Run ``read`` in ``count`` threads at once; fail with what any of them raised."""
+    failures: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            read()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=guarded) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+
+
+def read_after_failover(
+    read: Callable[[], T], failed_over: Callable[[], bool] = lambda: True, seconds: float = 60
+) -> tuple[T, list[StoreUnavailable]]:
+    """What ``read`` returns once it succeeds after the failover, and the refusals before."""
+    refused: list[StoreUnavailable] = []
+    deadline = time.monotonic() + seconds
+    while True:
+        assert time.monotonic() < deadline, f"no read after the failover: {refused[-1:]}"
+        try:
+            found = read()
+        except StoreUnavailable as exc:
+            refused.append(exc)
+        else:
+            if failed_over():
+                return found, refused
+        time.sleep(0.1)
+
+
 def test_threads_share_one_sync_client_and_close_it() -> None:
     with private_redis() as node:
         url = f"redis://127.0.0.1:{node.port}/0"
@@ -68,25 +106,16 @@ def test_threads_share_one_sync_client_and_close_it() -> None:
             session.send("one")
             session.send("two")
             twins: set[int] = set()
-            failures: list[BaseException] = []
 
             def read() -> None:
-                try:
-                    for _ in range(20):
-                        messages = manager.history(session.id)
-                        assert [m.content for m in messages][0::2] == ["one", "two"]
-                        assert manager.info(session.id) is not None
-                        assert len(manager.history(session.id, limit=1)) == 1
-                    twins.add(id(manager.engine._twins[_loop.here()]))
-                except BaseException as exc:
-                    failures.append(exc)
+                for _ in range(20):
+                    messages = manager.history(session.id)
+                    assert [m.content for m in messages][0::2] == ["one", "two"]
+                    assert manager.info(session.id) is not None
+                    assert len(manager.history(session.id, limit=1)) == 1
+                twins.add(id(manager.engine._twins[_loop.here()]))
 
-            threads = [threading.Thread(target=read) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert not failures, failures
+            in_threads(read, 8)
             assert twins == {id(twin_of(manager))}  # one twin, one client, for every thread
             # the bridge loop's connection(s) plus the sync pool, which keeps what it opened
             # for eight threads at once: at most eight, whatever the number of reads
@@ -168,19 +197,10 @@ def test_sync_reads_follow_a_sentinel_failover() -> None:
         first = setup.master_port()
         victim = setup.node(first)
         victim.kill()
-        refused: list[StoreUnavailable] = []
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, f"no read after the failover: {refused[-1:]}"
-            try:
-                messages = manager.history(session.id)
-            except StoreUnavailable as exc:  # the master is gone, and not yet replaced
-                refused.append(exc)
-                time.sleep(0.1)
-                continue
-            if setup.master_port() != first:
-                break
-            time.sleep(0.1)
+        # refused while the master is gone and not yet replaced, then served by the new one
+        messages, refused = read_after_failover(
+            lambda: manager.history(session.id), lambda: setup.master_port() != first
+        )
         assert messages[0].content == "before" and len(messages) == 2
         assert refused, "no read was refused while the master was down"
         pool = twin.client.sync.connection_pool
@@ -203,38 +223,21 @@ def test_sync_reads_on_a_cluster_follow_a_failover() -> None:
             session.send(f"conversation {i}")
         twin = twin_of(manager)
         assert isinstance(twin.client.sync, redis.cluster.RedisCluster)
-        failures: list[BaseException] = []
 
         def read() -> None:  # the sync cluster client, shared by threads
-            try:
-                for _ in range(10):
-                    for i, session in enumerate(sessions):
-                        assert manager.history(session.id)[0].content == f"conversation {i}"
-                        assert manager.info(session.id) is not None
-            except BaseException as exc:
-                failures.append(exc)
+            for _ in range(10):
+                for i, session in enumerate(sessions):
+                    assert manager.history(session.id)[0].content == f"conversation {i}"
+                    assert manager.info(session.id) is not None
 
-        threads = [threading.Thread(target=read) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not failures, failures
+        in_threads(read, 4)
         store = manager.engine.store
         assert isinstance(store, RedisStore)
         node = twin.client.sync.get_node_from_key(store._keys(sessions[0].id)[0])
         victim = cluster.by_port(int(node.port))
         victim.kill()
-        refused: list[StoreUnavailable] = []
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, f"no read after the failover: {refused[-1:]}"
-            try:
-                messages = manager.history(sessions[0].id)
-                break
-            except StoreUnavailable as exc:  # until a replica takes over its slots
-                refused.append(exc)
-                time.sleep(0.1)
+        # refused until a replica takes over the slots
+        messages, refused = read_after_failover(lambda: manager.history(sessions[0].id))
         assert messages[0].content == "conversation 0" and len(messages) == 2
         assert refused, "no read was refused while the master was down"
         for i, session in enumerate(sessions):  # every shard reads on
