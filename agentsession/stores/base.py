@@ -382,7 +382,9 @@ class Store(ABC):
 
         Itself if nothing of it is bound to a loop (its calls run inline or in worker threads
         and its state is thread-safe), a twin with connections of its own if it can make one,
-        or None (the default): calls then cross to the loop thread, as every write does.
+        or None (the default): calls then cross to the loop thread, as every write does. Only
+        reads are called on a twin (``load``, ``read_messages``, ``info``, ``version``), from
+        any thread; the Redis store's twin is one for all threads, on a sync client.
         """
         return None
 
