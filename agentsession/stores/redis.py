@@ -452,13 +452,7 @@ class RedisStore(Store):
             elif kind == "sentinel":
                 self.client = self._sentinel_client(url, timeouts, sentinel_password)
             else:
-                self.client = aioredis.Redis.from_url(
-                    url,
-                    **timeouts,
-                    **_HEALTH_CHECK,
-                    retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                    retry_on_error=_RETRIED,
-                )
+                self.client = self._node_client(url, timeouts)
             self._owns_client = True
         self.cluster = kind == "cluster"
         if self.cluster and ("{" in prefix or "}" in prefix):
@@ -497,6 +491,13 @@ class RedisStore(Store):
         self._restore = self.client.register_script(_RESTORE)
         self._drop_if = self.client.register_script(_DROP_IF)
 
+    def _node_client(self, url: str, timeouts: dict[str, Any], sync: bool = False) -> Any:
+        """A single node's client: redis.asyncio's, or (``sync``) redis-py's sync one, for the
+        reads of sync callers (``for_loop``)."""
+        return (redis.Redis if sync else aioredis.Redis).from_url(
+            url, **timeouts, **_HEALTH_CHECK, retry=_retry(sync), retry_on_error=_RETRIED
+        )
+
     def _cluster_client(self, url: str, timeouts: dict[str, Any], sync: bool = False) -> Any:
         """The cluster's client: redis.asyncio's, or (``sync``) redis-py's sync one, for the
         reads of sync callers (``for_loop``)."""
@@ -511,13 +512,13 @@ class RedisStore(Store):
         if sync:
             return SyncRedisCluster(
                 startup_nodes=[SyncClusterNode(host, port) for host, port in hosts],  # type: ignore[no-untyped-call,unused-ignore]
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                retry=_retry(sync=True),
                 **kwargs,
             )
         self._node_kwargs = kwargs
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in hosts],
-            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=_retry(sync=False),
             **kwargs,
         )
 
@@ -554,7 +555,7 @@ class RedisStore(Store):
             redis_class=redis.Redis if sync else aioredis.Redis,
             **{**timeouts, **kwargs},
             **_HEALTH_CHECK,
-            retry=(Retry if sync else AsyncRetry)(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=_retry(sync),
             retry_on_error=_RETRIED,
         )
 
@@ -613,13 +614,7 @@ class RedisStore(Store):
                     password = self._options["sentinel_password"]
                     client = self._sentinel_client(url, self._timeouts, password, sync=True)
                 else:
-                    client = redis.Redis.from_url(
-                        url,
-                        **self._timeouts,
-                        **_HEALTH_CHECK,
-                        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                        retry_on_error=_RETRIED,
-                    )
+                    client = self._node_client(url, self._timeouts, sync=True)
                 twin = copy.copy(self)  # the same keys, codec and options
                 twin.client = _Inline(client)
                 twin._register_scripts()
@@ -1232,6 +1227,11 @@ class _InlinePipeline:
     async def execute(self) -> list[Any]:
         result: list[Any] = self._pipe.execute()
         return result
+
+
+def _retry(sync: bool) -> Any:
+    """The store's retries: two, with backoff (redis.asyncio's, or the sync client's)."""
+    return (Retry if sync else AsyncRetry)(ExponentialBackoff(cap=0.5, base=0.05), 2)
 
 
 def _describe(client: Any) -> str:
